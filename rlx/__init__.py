@@ -1,0 +1,3 @@
+"""rlx: reinforcement learning for language models in JAX / Flax NNX."""
+
+__version__ = "0.1.0"
