@@ -1,5 +1,6 @@
 """Models: the decoder, its KV cache, sharding and HF import/export."""
 
+from rlx.models.hf import CheckpointError, load_pretrained, save_pretrained
 from rlx.models.sharding import (
   batch_sharding,
   create_sharded,
@@ -19,6 +20,9 @@ from rlx.models.transformer import (
 )
 
 __all__ = [
+  "CheckpointError",
+  "load_pretrained",
+  "save_pretrained",
   "PRESETS",
   "KVCache",
   "ModelConfig",

@@ -37,7 +37,7 @@ def make_mesh(
   tensor: int = 1,
   devices: Sequence[jax.Device] | None = None,
 ) -> Mesh:
-  """A ('data', 'fsdp', 'tensor') mesh; `data=-1` takes the remaining devices."""
+  """A (data, fsdp, tensor) mesh; `data=-1` takes the remaining devices."""
   devices = list(jax.devices() if devices is None else devices)
   n = len(devices)
   for name, value in (("fsdp", fsdp), ("tensor", tensor)):

@@ -1,0 +1,266 @@
+"""The decoder against HF transformers, its cache, sharding and checkpoints."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from hf_helpers import make_hf_checkpoint
+
+from rlx.models import (
+  init_cache,
+  init_model,
+  load_pretrained,
+  make_mesh,
+  preset,
+  save_pretrained,
+)
+from rlx.models.hf import CheckpointError
+
+LLAMA3_ROPE = {
+  "rope_type": "llama3",
+  "factor": 8.0,
+  "low_freq_factor": 1.0,
+  "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 16,
+}
+CASES = {
+  "qwen2": ("qwen2", {}),
+  "qwen2_tied": ("qwen2", {"tie_word_embeddings": True}),
+  "llama": ("llama", {}),
+  "llama3_rope": (
+    "llama",
+    {"rope_parameters": {"rope_theta": 5000.0, **LLAMA3_ROPE}},
+  ),
+  "llama_bias_tied": (
+    "llama",
+    {
+      "attention_bias": True,
+      "tie_word_embeddings": True,
+      "num_key_value_heads": 1,
+    },
+  ),
+  "qwen3": ("qwen3", {"head_dim": 32}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def checkpoint(request, tmp_path_factory):
+  family, overrides = CASES[request.param]
+  path = tmp_path_factory.mktemp(request.param)
+  return make_hf_checkpoint(path, family, seed=len(request.param), **overrides)
+
+
+def _prompts(rng, vocab, lengths):
+  return [rng.randint(3, vocab, size=n) for n in lengths]
+
+
+def _left_pad(prompts, pad=0):
+  width = max(len(p) for p in prompts)
+  tokens = np.full((len(prompts), width), pad, np.int32)
+  mask = np.zeros((len(prompts), width), np.int32)
+  for i, p in enumerate(prompts):
+    tokens[i, width - len(p) :] = p
+    mask[i, width - len(p) :] = 1
+  return tokens, mask
+
+
+def _hf_logits(hf_model, tokens):
+  with torch.no_grad():
+    return hf_model(torch.tensor(np.asarray(tokens)[None])).logits[0].numpy()
+
+
+def test_matches_hf_unpadded_and_left_padded(checkpoint):
+  path, hf_model = checkpoint
+  model = load_pretrained(path)
+  vocab = model.config.vocab_size
+  rng = np.random.RandomState(0)
+  prompts = _prompts(rng, vocab, [29, 7, 18])
+  refs = [_hf_logits(hf_model, p) for p in prompts]
+  assert max(np.abs(r).max() for r in refs) > 3.0  # far from uniform
+
+  tokens, mask = _left_pad(prompts)
+  logits, _ = model(jnp.asarray(tokens), jnp.asarray(mask))
+  logits = np.asarray(logits)
+  for i, (p, ref) in enumerate(zip(prompts, refs)):
+    ours = logits[i, tokens.shape[1] - len(p) :]
+    assert np.abs(ours - ref).max() <= 1e-4
+    np.testing.assert_array_equal(ours.argmax(-1), ref.argmax(-1))
+
+  single, _ = model(jnp.asarray(prompts[0])[None])
+  assert np.abs(np.asarray(single[0]) - refs[0]).max() <= 1e-4
+
+
+def test_config_keys_are_read(checkpoint):
+  path, hf_model = checkpoint
+  config = load_pretrained(path).config
+  hf = hf_model.config
+  assert config.tie_embeddings == hf.tie_word_embeddings
+  assert config.rms_norm_eps == hf.rms_norm_eps
+  assert config.num_kv_heads == hf.num_key_value_heads
+  assert config.qk_norm == (hf.model_type == "qwen3")
+
+
+def test_transformers_4x_config_keys(tmp_path):
+  """`rope_theta` / `rope_scaling` at top level, as transformers 4.x writes."""
+  path, hf_model = make_hf_checkpoint(
+    tmp_path, "llama", rope_parameters={"rope_theta": 5000.0, **LLAMA3_ROPE}
+  )
+  with open(os.path.join(path, "config.json")) as f:
+    cfg = json.load(f)
+  params = cfg.pop("rope_parameters")
+  cfg["rope_theta"] = params.pop("rope_theta")
+  cfg["rope_scaling"] = params
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(cfg, f)
+  model = load_pretrained(path)
+  assert model.config.rope_theta == 5000.0
+  assert model.config.rope_scaling.factor == 8.0
+  tokens = np.arange(3, 40)
+  logits, _ = model(jnp.asarray(tokens)[None])
+  ref = _hf_logits(hf_model, tokens)
+  assert np.abs(np.asarray(logits[0]) - ref).max() <= 1e-4
+
+
+def test_cached_decoding_equals_full_forward():
+  config = preset("tiny", qkv_bias=True, init_std=0.3)
+  model = init_model(config, seed=1)
+  rng = np.random.RandomState(1)
+  tokens, mask = _left_pad(_prompts(rng, 256, [12, 5, 9]))
+  full, _ = model(jnp.asarray(tokens), jnp.asarray(mask))
+
+  cache = init_cache(config, tokens.shape[0], 16)
+  pieces = []
+  for start, stop in [(0, 4), (4, 5), (5, 6), (6, 9), (9, 12)]:
+    logits, cache = model(
+      jnp.asarray(tokens[:, start:stop]),
+      jnp.asarray(mask[:, start:stop]),
+      cache=cache,
+    )
+    pieces.append(logits)
+  stepwise = np.concatenate([np.asarray(p) for p in pieces], axis=1)
+  real = mask.astype(bool)
+  np.testing.assert_allclose(stepwise[real], np.asarray(full)[real], atol=2e-5)
+  assert int(cache.end[0]) == 12
+  np.testing.assert_array_equal(np.asarray(cache.next_pos), mask.sum(1))
+
+
+def test_future_tokens_never_change_past_logits():
+  model = init_model(preset("tiny", init_std=0.3), seed=2)
+  rng = np.random.RandomState(2)
+  a = rng.randint(0, 256, size=(1, 20))
+  b = a.copy()
+  b[0, 12:] = rng.randint(0, 256, size=8)
+  la, _ = model(jnp.asarray(a))
+  lb, _ = model(jnp.asarray(b))
+  np.testing.assert_array_equal(np.asarray(la)[0, :12], np.asarray(lb)[0, :12])
+  assert np.abs(np.asarray(la)[0, 12:] - np.asarray(lb)[0, 12:]).max() > 1e-3
+
+
+def test_sharded_forward_on_8_devices_equals_1_device(checkpoint):
+  path, _ = checkpoint
+  assert jax.device_count() == 8
+  single = load_pretrained(path)
+  mesh = make_mesh(data=2, fsdp=2, tensor=2)
+  sharded = load_pretrained(path, mesh=mesh)
+  embed = sharded.embed[...]
+  assert len(embed.sharding.device_set) == 8
+  assert embed.addressable_shards[0].data.size < embed.size  # not replicated
+  rng = np.random.RandomState(3)
+  tokens, mask = _left_pad(_prompts(rng, 128, [11, 6, 9, 3]))
+
+  graphdef, params = nnx.split(sharded)
+  forward = jax.jit(lambda p, t, m: nnx.merge(graphdef, p)(t, m)[0])
+  ours = forward(params, jnp.asarray(tokens), jnp.asarray(mask))
+  ref, _ = single(jnp.asarray(tokens), jnp.asarray(mask))
+  np.testing.assert_allclose(
+    np.asarray(ours), np.asarray(ref), atol=1e-4, rtol=1e-5
+  )
+
+
+def test_export_then_import_is_identical(checkpoint, tmp_path):
+  path, hf_model = checkpoint
+  model = load_pretrained(path)
+  save_pretrained(model, str(tmp_path / "out"))
+  again = load_pretrained(str(tmp_path / "out"))
+  a = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  b = dict(nnx.to_flat_state(nnx.state(again, nnx.Param)))
+  for key, var in a:
+    np.testing.assert_array_equal(
+      np.asarray(var.get_value()), np.asarray(b[key].get_value())
+    )
+  # And transformers reads the export back to the same weights.
+  import transformers
+
+  reread = transformers.AutoModelForCausalLM.from_pretrained(
+    str(tmp_path / "out"), dtype=torch.float32
+  )
+  theirs = reread.state_dict()
+  for name, tensor in hf_model.state_dict().items():
+    if "rotary_emb" in name:
+      continue
+    torch.testing.assert_close(theirs[name], tensor, rtol=0, atol=0)
+
+
+def test_sharded_index_and_bf16_export(tmp_path):
+  path, _ = make_hf_checkpoint(tmp_path / "src", "qwen2")
+  model = load_pretrained(path)
+  out = str(tmp_path / "sharded")
+  save_pretrained(model, out, dtype="bfloat16", max_shard_bytes=20_000)
+  index = json.load(open(os.path.join(out, "model.safetensors.index.json")))
+  assert len(set(index["weight_map"].values())) > 2
+  again = load_pretrained(out)
+  a = np.asarray(model.layers[1].mlp.down.kernel[...])
+  b = np.asarray(again.layers[1].mlp.down.kernel[...])
+  np.testing.assert_array_equal(a.astype(jnp.bfloat16).astype(np.float32), b)
+
+
+def test_pickle_checkpoint_is_refused(tmp_path):
+  path, hf_model = make_hf_checkpoint(tmp_path, "llama")
+  os.remove(os.path.join(path, "model.safetensors"))
+  torch.save(hf_model.state_dict(), os.path.join(path, "pytorch_model.bin"))
+  with pytest.raises(
+    CheckpointError, match=r"pickle weights \['pytorch_model.bin'\]"
+  ):
+    load_pretrained(path)
+
+
+def test_unknown_architecture_and_bad_shapes_are_refused(tmp_path):
+  path, _ = make_hf_checkpoint(tmp_path, "llama")
+  cfg_path = os.path.join(path, "config.json")
+  cfg = json.load(open(cfg_path))
+  json.dump(
+    {**cfg, "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"},
+    open(cfg_path, "w"),
+  )
+  with pytest.raises(
+    CheckpointError, match="GPT2LMHeadModel.*LlamaForCausalLM"
+  ):
+    load_pretrained(path)
+  json.dump({**cfg, "intermediate_size": 100}, open(cfg_path, "w"))
+  with pytest.raises(CheckpointError, match="gate_proj.weight: shape"):
+    load_pretrained(path)
+  with open(os.path.join(path, "model.safetensors"), "wb") as f:
+    f.write(b"garbage")
+  json.dump(cfg, open(cfg_path, "w"))
+  with pytest.raises(CheckpointError, match="unreadable safetensors"):
+    load_pretrained(path)
+
+
+def test_presets_and_config_errors():
+  assert 45e6 < preset("bench50m").num_params < 60e6
+  assert 0.45e9 < preset("qwen2.5-0.5b").num_params < 0.55e9
+  assert 1.1e9 < preset("llama-3.2-1b").num_params < 1.3e9
+  model = init_model(preset("tiny"))
+  n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert n == preset("tiny").num_params
+  with pytest.raises(ValueError, match="num_kv_heads"):
+    preset("tiny", num_kv_heads=3)
+  with pytest.raises(ValueError, match="dtype='fp8'"):
+    preset("tiny", dtype="fp8")
+  with pytest.raises(ValueError, match="model preset 'huge'"):
+    preset("huge")
