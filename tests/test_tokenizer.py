@@ -1,0 +1,102 @@
+"""Tokenizer round trips: SentencePiece and HF tokenizer.json backends."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rlx.data.tokenizer import load_tokenizer, train_sentencepiece
+
+TEXTS = [
+  "What is 12+7*3? <think>7*3=21, 12+21=33</think><answer>33</answer>",
+  "Use the numbers 3, 5, 7 to reach 22. <answer>3*5+7</answer>",
+  "The quick brown fox jumps over the lazy dog.",
+  "Natalia sold clips to 48 of her friends in April.",
+] * 20
+
+
+def test_sentencepiece_round_trip_and_save(tmp_path):
+  tok = train_sentencepiece(
+    TEXTS, vocab_size=120, user_defined_symbols=["<think>", "</think>"]
+  )
+  assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 2, 3)
+  for text in TEXTS[:4] + ["  two  spaces and 1234567890"]:
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+  ids = tok.encode("<think>12</think>")
+  assert ids[0] == tok.token_to_id("<think>")
+  assert [tok.decode([i]) for i in tok.encode("2025")] == ["2", "0", "2", "5"]
+  with_special = tok.encode("hi", add_bos=True, add_eos=True)
+  assert with_special[0] == 2 and with_special[-1] == 3
+  assert tok.decode(with_special) == "hi"
+
+  tok.save(str(tmp_path))
+  again = load_tokenizer(str(tmp_path))
+  assert again.encode(TEXTS[0]) == tok.encode(TEXTS[0])
+
+
+def test_batch_encode_left_pads_and_rejects_overlong():
+  tok = train_sentencepiece(TEXTS, vocab_size=100)
+  tokens, mask = tok.batch_encode(["1+1=", "123+456="], length=12)
+  assert tokens.shape == (2, 12)
+  lengths = [len(tok.encode("1+1=")), len(tok.encode("123+456="))]
+  np.testing.assert_array_equal(mask.sum(1), lengths)
+  assert mask[0, -1] == 1 and mask[0, 0] == 0
+  assert tok.decode(tokens[1][mask[1] == 1]) == "123+456="
+  with pytest.raises(
+    ValueError, match="text 1 is 8 tokens, longer than length=5"
+  ):
+    tok.batch_encode(["1+1=", "123+456="], length=5)
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer_dir(tmp_path_factory):
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+  tok = Tokenizer(models.BPE(unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+    vocab_size=300,
+    special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
+  tok.train_from_iterator(TEXTS, trainer)
+  path = tmp_path_factory.mktemp("hf_tok")
+  tok.save(str(path / "tokenizer.json"))
+  config = {
+    "bos_token": "<s>",
+    "eos_token": {"__type": "AddedToken", "content": "</s>", "special": True},
+    "pad_token": "<pad>",
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "chat_template": (
+      "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>"
+      "{% endfor %}{% if add_generation_prompt %}<s>assistant:{% endif %}"
+    ),
+  }
+  with open(path / "tokenizer_config.json", "w") as f:
+    json.dump(config, f)
+  return str(path)
+
+
+def test_hf_tokenizer_json_round_trip_matches_transformers(hf_tokenizer_dir):
+  import transformers
+
+  tok = load_tokenizer(hf_tokenizer_dir)
+  ref = transformers.AutoTokenizer.from_pretrained(hf_tokenizer_dir)
+  assert (tok.bos_id, tok.eos_id, tok.pad_id) == (2, 3, 0)
+  for text in TEXTS[:4] + ["  spaces, ünïcode and 1234"]:
+    ids = tok.encode(text)
+    assert ids == ref.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+  ids = tok.encode("hello", add_bos=True, add_eos=True)
+  assert tok.decode(ids) == "hello"
+  assert tok.decode(ids, skip_special=False) == "<s>hello</s>"
+
+  messages = [{"role": "user", "content": "2+2?"}]
+  assert tok.apply_chat_template(messages) == ref.apply_chat_template(
+    messages, tokenize=False, add_generation_prompt=True
+  )
+  with pytest.raises(FileNotFoundError, match="neither tokenizer.json"):
+    load_tokenizer(os.path.dirname(hf_tokenizer_dir))
