@@ -1,0 +1,737 @@
+"""The training loop: prompts -> rollout -> rewards -> log-probs -> update.
+
+`run(config, workdir)` is the library entry point behind
+`experiments/run.py`, and what a notebook calls. It trains a policy with an
+optional SFT warm-up on the task's worked solutions, then the configured RL
+algorithm, checkpointing as it goes; a restarted run resumes from the
+latest checkpoint in `workdir` (params, optimizer state, data position and,
+through `fold_in(stream, step)`, the random numbers), so an interrupted run
+ends bitwise identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+import zlib
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlx import algos, decoding, models, rewards
+from rlx.data import tasks as tasks_lib
+from rlx.data import tokenizer as tokenizer_lib
+from rlx.rewards import extract
+from rlx.train import checkpoint as ckpt_lib
+from rlx.train import metrics as metrics_lib
+from rlx.train.config import ConfigError, check_config, make_dataclass
+
+TASK_SYMBOLS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+# Setup ------------------------------------------------------------------------
+
+
+def _stream(seed: int, name: str) -> jax.Array:
+  """A named random stream; per step use `fold_in(stream, step)`."""
+  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
+
+
+def build_tokenizer(config, task, workdir: str) -> tokenizer_lib.Tokenizer:
+  """The configured tokenizer, the checkpoint's, or one trained on the task.
+
+  A trained tokenizer is saved in `workdir/tokenizer` and reused on resume.
+  """
+  path = config.tokenizer.path or config.model.checkpoint
+  if path:
+    return tokenizer_lib.load_tokenizer(path)
+  saved = os.path.join(workdir, "tokenizer")
+  if os.path.exists(os.path.join(saved, tokenizer_lib.SP_MODEL)):
+    return tokenizer_lib.load_tokenizer(saved)
+  texts = [e["prompt"] + e.get("solution", "") for e in task.train]
+  tok = tokenizer_lib.train_sentencepiece(
+    texts,
+    config.tokenizer.vocab_size,
+    user_defined_symbols=TASK_SYMBOLS,
+  )
+  if jax.process_index() == 0:
+    tok.save(saved)
+  return tok
+
+
+def build_model(config, tokenizer, mesh) -> models.Transformer:
+  m = config.model
+  if m.checkpoint:
+    model = models.load_pretrained(m.checkpoint, m.dtype, mesh=mesh)
+    if model.config.vocab_size < tokenizer.vocab_size:
+      raise ConfigError(
+        f"model.checkpoint vocab_size={model.config.vocab_size} is smaller "
+        f"than the tokenizer's {tokenizer.vocab_size}"
+      )
+    return model
+  overrides = dict(m.overrides)
+  overrides.setdefault("vocab_size", tokenizer.vocab_size)
+  overrides.setdefault("bos_token_id", tokenizer.bos_id)
+  overrides.setdefault("eos_token_id", tokenizer.eos_id)
+  try:
+    model_config = models.preset(m.preset, dtype=m.dtype, **overrides)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model: {e}") from e
+  seed = config.seed
+  return models.create_sharded(
+    lambda: models.init_model(model_config, seed), mesh
+  )
+
+
+def encode_prompts(examples, tokenizer, add_bos: bool) -> list[list[int]]:
+  return [tokenizer.encode(e["prompt"], add_bos=add_bos) for e in examples]
+
+
+def check_prompt_lengths(task, tokenizer, config, add_bos: bool):
+  """Apply `rollout.overlong_prompts` to both splits; returns the task."""
+  limit = config.rollout.max_prompt_len
+  splits = {}
+  for split in ("train", "eval"):
+    examples = getattr(task, split)
+    lengths = np.array(
+      [len(ids) for ids in encode_prompts(examples, tokenizer, add_bos)]
+    )
+    over = lengths > limit
+    if over.any() and config.rollout.overlong_prompts == "error":
+      raise ConfigError(
+        f"{int(over.sum())} of {len(examples)} {split} prompts are longer "
+        f"than rollout.max_prompt_len={limit} tokens (longest "
+        f"{int(lengths.max())}); raise rollout.max_prompt_len or set "
+        "rollout.overlong_prompts='filter' to drop them"
+      )
+    if over.any():
+      logging.warning(
+        "dropping %d of %d %s prompts longer than %d tokens",
+        int(over.sum()),
+        len(examples),
+        split,
+        limit,
+      )
+    splits[split] = [e for e, o in zip(examples, over) if not o]
+    if not splits[split]:
+      raise ConfigError(f"no {split} prompt fits rollout.max_prompt_len")
+  return tasks_lib.Task(
+    name=task.name,
+    train=splits["train"],
+    eval=splits["eval"],
+    reward_fields=task.reward_fields,
+  )
+
+
+def _pad_rows(tokens_list, length: int, pad_id: int):
+  """Left-pad token lists to `length`: (tokens, mask) int32 numpy."""
+  tokens = np.full((len(tokens_list), length), pad_id, np.int32)
+  mask = np.zeros((len(tokens_list), length), np.int32)
+  for i, ids in enumerate(tokens_list):
+    if ids:
+      tokens[i, length - len(ids) :] = ids
+      mask[i, length - len(ids) :] = 1
+  return tokens, mask
+
+
+def _is_correct(completions, fields) -> np.ndarray:
+  """Per-completion correctness, the task's accuracy without format."""
+  if "numbers" in fields:
+    ok = [
+      rewards.check_countdown(extract.extract_answer(c) or "", n, t)
+      for c, n, t in zip(completions, fields["numbers"], fields["target"])
+    ]
+  else:
+    ok = rewards.accuracy_reward(None, completions, answer=fields["answer"])
+    ok = [v == 1.0 for v in ok]
+  return np.asarray(ok, bool)
+
+
+def _majority_correct(completions_k, fields_one) -> bool:
+  """maj@k: the most common extracted answer is correct."""
+  answers = [extract.extract_answer(c) for c in completions_k]
+  keys = []
+  for a in answers:
+    if a is None:
+      continue
+    canon = extract.canonical_answer(a)
+    keys.append((a, str(canon) if canon is not None else a.strip()))
+  if not keys:
+    return False
+  top = Counter(k for _, k in keys).most_common(1)[0][0]
+  answer = next(a for a, k in keys if k == top)
+  return bool(_is_correct([f"<answer>{answer}</answer>"], fields_one)[0])
+
+
+class Trainer:
+  """Holds what one run builds once: mesh, model, jitted functions."""
+
+  def __init__(self, config, workdir: str):
+    check_config(config, jax.device_count())
+    self.config = config
+    self.workdir = workdir
+    os.makedirs(workdir, exist_ok=True)
+    mc = config.mesh
+    self.mesh = models.make_mesh(mc.data, mc.fsdp, mc.tensor)
+
+    try:
+      task = tasks_lib.make_task(config.task.name, **dict(config.task.options))
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.task.options: {e}") from e
+    self.tokenizer = build_tokenizer(config, task, workdir)
+    self.add_bos = self.tokenizer.bos_id is not None
+    self.task = check_prompt_lengths(task, self.tokenizer, config, self.add_bos)
+    self.model = build_model(config, self.tokenizer, self.mesh)
+    self.graphdef, params = nnx.split(self.model)
+    self.initial_params = params
+
+    r = config.rollout
+    self.G = r.num_samples
+    longest = max(
+      len(ids)
+      for ids in encode_prompts(
+        self.task.train + self.task.eval, self.tokenizer, self.add_bos
+      )
+    )
+    self.prompt_len = decoding.bucket_length(longest, tuple(r.prompt_buckets))
+    eos = self.tokenizer.eos_id
+    stops = tuple(tuple(self.tokenizer.encode(s)) for s in r.stop_strings if s)
+    self.sampling = dict(
+      max_new_tokens=r.max_new_tokens,
+      eos_ids=() if eos is None else (eos,),
+      stop_sequences=stops,
+      pad_id=self.tokenizer.pad_id,
+    )
+    self.reward_specs = [
+      rewards.RewardSpec(
+        config.reward.functions.get(name, name),
+        weight,
+        dict(config.reward.kwargs.get(name, {})),
+      )
+      for name, weight in config.reward.weights.items()
+    ]
+    self._samplers = {}
+    self._jitted = {}
+
+  # Rollout --------------------------------------------------------------------
+
+  def sampler(self, temperature: float, num_samples: int, strategy: str):
+    key = (temperature, num_samples, strategy)
+    if key not in self._samplers:
+      r = self.config.rollout
+      params = self.initial_params
+      if strategy == "beam":
+        cfg = decoding.BeamConfig(
+          num_beams=num_samples,
+          num_return_sequences=num_samples,
+          max_new_tokens=r.max_new_tokens,
+          eos_ids=self.sampling["eos_ids"],
+          pad_id=self.tokenizer.pad_id,
+        )
+        fn = decoding.make_beam_search(self.graphdef, params, cfg, self.mesh)
+        self._samplers[key] = lambda p, t, m, k: fn(p, t, m)
+      else:
+        greedy = temperature == 0
+        cfg = decoding.SamplingConfig(
+          temperature=temperature,
+          top_k=0 if greedy else r.top_k,
+          top_p=1.0 if greedy else r.top_p,
+          min_p=0.0 if greedy else r.min_p,
+          num_samples=num_samples,
+          **self.sampling,
+        )
+        self._samplers[key] = decoding.make_sampler(
+          self.graphdef, params, cfg, self.mesh
+        )
+    return self._samplers[key]
+
+  def generate(self, params, examples, key, temperature, num_samples, strategy):
+    """Completions for `examples` (num_samples consecutive rows each)."""
+    prompts = encode_prompts(examples, self.tokenizer, self.add_bos)
+    tokens, mask = _pad_rows(prompts, self.prompt_len, self.tokenizer.pad_id)
+    put = lambda x: jax.device_put(x, models.batch_sharding(self.mesh, x.ndim))
+    fn = self.sampler(temperature, num_samples, strategy)
+    out = fn(params, put(tokens), put(mask), key)
+    return tokens, mask, jax.device_get(out)
+
+  def decode_texts(self, out) -> list[str]:
+    return [
+      self.tokenizer.decode(row[m.astype(bool)])
+      for row, m in zip(out.tokens, out.mask)
+    ]
+
+  # Scoring --------------------------------------------------------------------
+
+  def task_fields(self, examples, repeat: int) -> dict:
+    fields = {}
+    for name in self.task.reward_fields:
+      fields[name] = [e[name] for e in examples for _ in range(repeat)]
+    return fields
+
+  def score(self, examples, completions, lengths):
+    fields = self.task_fields(examples, self.G)
+    fields["completion_lengths"] = [int(n) for n in lengths]
+    fields["group_size"] = self.G
+    prompts = [e["prompt"] for e in examples for _ in range(self.G)]
+    total, metrics = rewards.compute_rewards(
+      self.reward_specs,
+      prompts,
+      completions,
+      fields,
+      timeout_s=self.config.reward.timeout_s,
+      fail_on_error=self.config.reward.fail_on_error,
+    )
+    correct = _is_correct(completions, fields)
+    return np.asarray(total, np.float32), correct, metrics
+
+  # Evaluation -----------------------------------------------------------------
+
+  def evaluate(self, params, step: int) -> dict:
+    """Greedy accuracy, pass@k, maj@k and mean length on held-out prompts."""
+    e = self.config.eval
+    examples = self.task.eval[: e.num_prompts]
+    shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    batch = max(shards, e.batch_size // shards * shards)
+    key = jax.random.fold_in(_stream(self.config.seed, "eval"), step)
+    correct, lengths, passk, majk = [], [], [], []
+    for start in range(0, len(examples), batch):
+      chunk = examples[start : start + batch]
+      padded = chunk + [chunk[-1]] * (batch - len(chunk))
+      _, _, out = self.generate(params, padded, key, 0.0, 1, "sample")
+      texts = self.decode_texts(out)[: len(chunk)]
+      correct.extend(_is_correct(texts, self.task_fields(chunk, 1)))
+      lengths.extend(out.lengths[: len(chunk)])
+      if e.num_samples:
+        k = e.num_samples
+        sub = jax.random.fold_in(key, start)
+        _, _, out = self.generate(
+          params, padded, sub, e.temperature, k, "sample"
+        )
+        texts = self.decode_texts(out)[: len(chunk) * k]
+        ok = _is_correct(texts, self.task_fields(chunk, k)).reshape(-1, k)
+        passk.extend(ok.any(axis=1))
+        if "answer" in self.task.reward_fields:
+          for i, ex in enumerate(chunk):
+            majk.append(
+              _majority_correct(
+                texts[i * k : (i + 1) * k], self.task_fields([ex], 1)
+              )
+            )
+    metrics = {
+      "eval/accuracy": float(np.mean(correct)),
+      "eval/response_length": float(np.mean(lengths)),
+    }
+    if passk:
+      metrics[f"eval/pass@{e.num_samples}"] = float(np.mean(passk))
+    if majk:
+      metrics[f"eval/maj@{e.num_samples}"] = float(np.mean(majk))
+    return metrics
+
+
+# Phases -----------------------------------------------------------------------
+
+
+def _optimizer(config, total_steps: int, **overrides) -> algos.OptimizerConfig:
+  o = dict(config.optimizer)
+  o.update(overrides)
+  if o.get("schedule") == "cosine":
+    o["total_steps"] = total_steps
+  return make_dataclass(algos.OptimizerConfig, o, "optimizer")
+
+
+def make_algo(config, updates_per_step: int) -> algos.Algo:
+  a = config.algo
+  opt = _optimizer(config, config.train.steps * updates_per_step)
+  try:
+    return algos.make(
+      a.name,
+      optimizer=opt,
+      num_epochs=a.num_epochs,
+      num_minibatches=a.num_minibatches,
+      temperature=max(config.rollout.temperature, 1e-6)
+      if config.rollout.strategy == "sample"
+      else 1.0,
+      **dict(a.options),
+    )
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.algo ({a.name}): {e}") from e
+
+
+def make_sft_algo(config) -> algos.Algo:
+  s = config.sft
+  opt = _optimizer(
+    config,
+    s.steps,
+    learning_rate=s.learning_rate,
+    warmup_steps=s.warmup_steps,
+    schedule="cosine" if s.steps > s.warmup_steps else "constant",
+  )
+  return algos.make("sft", optimizer=opt)
+
+
+def _sft_batch(trainer: Trainer, examples) -> dict:
+  """Prompt + worked solution + EOS, loss on the solution tokens only."""
+  tok = trainer.tokenizer
+  rows, masks = [], []
+  for e in examples:
+    prompt = tok.encode(e["prompt"], add_bos=trainer.add_bos)
+    answer = tok.encode(e["solution"])
+    if tok.eos_id is not None:
+      answer = answer + [tok.eos_id]
+    rows.append(prompt + answer)
+    masks.append([0] * len(prompt) + [1] * len(answer))
+  length = trainer.prompt_len + trainer.config.rollout.max_new_tokens
+  longest = max(len(r) for r in rows)
+  if longest > length:
+    raise ConfigError(
+      f"an SFT example is {longest} tokens, more than the prompt bucket "
+      f"{trainer.prompt_len} + rollout.max_new_tokens="
+      f"{trainer.config.rollout.max_new_tokens}"
+    )
+  tokens, mask = _pad_rows(rows, length, tok.pad_id)
+  comp = np.zeros_like(mask)
+  for i, m in enumerate(masks):
+    comp[i, length - len(m) :] = m
+  return {"tokens": tokens, "mask": mask, "completion_mask": comp}
+
+
+def _to_device(batch: dict, mesh) -> dict:
+  return algos.host_local_to_global(batch, mesh)
+
+
+def _scalars(tree) -> dict:
+  return {k: float(v) for k, v in jax.device_get(tree).items()}
+
+
+class _Progress:
+  def __init__(self, enabled: bool, total: int, initial: int, desc: str):
+    self.bar = None
+    if enabled and jax.process_index() == 0:
+      from tqdm.auto import tqdm
+
+      self.bar = tqdm(
+        total=total, initial=initial, desc=desc, dynamic_ncols=True
+      )
+
+  def update(self, **postfix):
+    if self.bar is not None:
+      self.bar.set_postfix(
+        {k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False
+      )
+      self.bar.update(1)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
+def _save_due(step: int, total: int, every: int) -> bool:
+  return step % every == 0 or step == total
+
+
+def run_sft(trainer: Trainer, writer) -> tuple:
+  """The SFT warm-up; returns the final params (resuming if possible)."""
+  config = trainer.config
+  steps = config.sft.steps
+  algo = make_sft_algo(config)
+  mesh = trainer.mesh
+  state = algos.create_train_state(
+    trainer.graphdef, trainer.initial_params, algo, mesh
+  )
+  ckpt = ckpt_lib.Checkpointer(
+    os.path.join(trainer.workdir, "checkpoints", "sft"),
+    keep=config.train.keep_checkpoints,
+    async_save=config.train.async_checkpoints,
+  )
+  data = tasks_lib.DataIterator(
+    trainer.task.train, config.sft.batch_size, seed=config.seed + 1
+  )
+  start = 0
+  restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
+  if restored is not None:
+    start, state, meta = restored
+    data.restore(meta["data"])
+    metrics_lib.truncate_metrics(
+      trainer.workdir, lambda r: r["phase"] != "sft" or r["step"] <= start
+    )
+  if start >= steps:
+    ckpt.close()
+    return state.params
+
+  example = _to_device(_sft_batch(trainer, data.peek()), mesh)
+  update = algos.compile_update_step(
+    algo, trainer.graphdef, state, example, mesh
+  )
+  key = _stream(config.seed, "sft")
+  bar = _Progress(config.train.progress, steps, start, "sft")
+  pending = False
+  for step in range(start + 1, steps + 1):
+    batch = _to_device(_sft_batch(trainer, data.next_batch()), mesh)
+    state, m = update(state, batch, jax.random.fold_in(key, step))
+    m = _scalars(m)
+    writer.write(step, {f"update/{k}": v for k, v in m.items()}, "sft")
+    bar.update(loss=m["loss"])
+    pending |= _save_due(step, steps, config.train.save_every)
+    if pending and not m.get("skipped_steps"):
+      ckpt.save(step, state, {"data": data.state()})
+      pending = False
+  bar.close()
+  ckpt.close()
+  return state.params
+
+
+def run_rl(trainer: Trainer, sft_params, writer) -> tuple:
+  """The RL phase from `sft_params`; returns (params, eval metrics)."""
+  config = trainer.config
+  r, mesh, G = config.rollout, trainer.mesh, trainer.G
+  steps = config.train.steps
+  updates = config.algo.num_epochs * config.algo.num_minibatches
+  algo = make_algo(config, updates)
+  state = algos.create_train_state(trainer.graphdef, sft_params, algo, mesh)
+  ref_params = sft_params if algo.needs_reference else None
+  ckpt = ckpt_lib.Checkpointer(
+    os.path.join(trainer.workdir, "checkpoints", "rl"),
+    keep=config.train.keep_checkpoints,
+    async_save=config.train.async_checkpoints,
+  )
+  data = tasks_lib.DataIterator(
+    trainer.task.train, r.prompts_per_step, seed=config.seed + 2
+  )
+  start, running_mean = 0, 0.0
+  restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
+  if restored is not None:
+    start, state, meta = restored
+    data.restore(meta["data"])
+    running_mean = meta.get("running_mean", 0.0)
+    metrics_lib.truncate_metrics(
+      trainer.workdir, lambda rec: rec["phase"] != "rl" or rec["step"] <= start
+    )
+  else:
+    metrics_lib.truncate_metrics(
+      trainer.workdir, lambda rec: rec["phase"] != "rl"
+    )
+
+  graphdef = trainer.graphdef
+  u = algo.update
+  logprobs = functools.partial(
+    algos.token_logprobs,
+    graphdef,
+    chunk_size=u.chunk_size,
+    temperature=u.temperature,
+  )
+
+  def prepare(params, ref_params, value_head, batch, running_mean):
+    batch = dict(batch)
+    batch["old_logprobs"] = logprobs(params, batch["tokens"], batch["mask"])
+    if ref_params is not None:
+      batch["ref_logprobs"] = logprobs(
+        ref_params, batch["tokens"], batch["mask"]
+      )
+    if value_head is not None:
+      batch["old_values"] = algos.values(
+        graphdef, params, value_head, batch["tokens"], batch["mask"]
+      )
+    return algo.prepare_batch(batch, G, running_mean=running_mean)
+
+  prepare = jax.jit(prepare)
+  update = None
+  rollout_key = _stream(config.seed, "rollout")
+  update_key = _stream(config.seed, "update")
+  history = {}
+  if start == 0:
+    history = trainer.evaluate(state.params, 0)
+    writer.write(0, history, "rl")
+  bar = _Progress(config.train.progress, steps, start, config.algo.name)
+  pending = False
+  for step in range(start + 1, steps + 1):
+    t0 = time.perf_counter()
+    examples, prompt_tokens, prompt_mask, out, texts = _rollout(
+      trainer, state.params, data, jax.random.fold_in(rollout_key, step)
+    )
+    t1 = time.perf_counter()
+    reward, correct, reward_metrics = trainer.score(
+      examples, texts, out.lengths
+    )
+    if r.dynamic_sampling:
+      examples, prompt_tokens, prompt_mask, out, reward, correct, extra = (
+        _dynamic_sampling(
+          trainer,
+          state.params,
+          data,
+          rollout_key,
+          step,
+          (examples, prompt_tokens, prompt_mask, out, reward, correct),
+        )
+      )
+      reward_metrics.update(extra)
+    t2 = time.perf_counter()
+    batch = _rl_batch(prompt_tokens, prompt_mask, out, reward, G)
+    batch = _to_device(batch, mesh)
+    batch, stats = prepare(
+      state.params,
+      ref_params,
+      state.value_head,
+      batch,
+      jnp.float32(running_mean),
+    )
+    if update is None:
+      update = algos.compile_update_step(algo, graphdef, state, batch, mesh)
+    state, m = update(state, batch, jax.random.fold_in(update_key, step))
+    m, stats = _scalars(m), _scalars(stats)
+    running_mean = stats.get("running_mean", running_mean)
+    t3 = time.perf_counter()
+
+    record = {
+      "train/reward": float(reward.mean()),
+      "train/accuracy": float(correct.mean()),
+      "train/response_length": float(out.lengths.mean()),
+      "time/rollout_s": t1 - t0,
+      "time/reward_s": t2 - t1,
+      "time/update_s": t3 - t2,
+      **{f"train/{k}": v for k, v in reward_metrics.items()},
+      **{f"update/{k}": v for k, v in {**stats, **m}.items()},
+    }
+    if config.train.eval_every and step % config.train.eval_every == 0:
+      record.update(trainer.evaluate(state.params, step))
+    elif step == steps:
+      record.update(trainer.evaluate(state.params, step))
+    writer.write(step, record, "rl")
+    bar.update(reward=record["train/reward"], acc=record["train/accuracy"])
+    pending |= _save_due(step, steps, config.train.save_every)
+    if pending and not m.get("skipped_steps"):
+      ckpt.save(
+        step, state, {"data": data.state(), "running_mean": running_mean}
+      )
+      pending = False
+  bar.close()
+  ckpt.close()
+  return state.params
+
+
+def _rollout(trainer: Trainer, params, data, key):
+  examples = data.next_batch()
+  strategy = trainer.config.rollout.strategy
+  temperature = trainer.config.rollout.temperature
+  tokens, mask, out = trainer.generate(
+    params, examples, key, temperature, trainer.G, strategy
+  )
+  return examples, tokens, mask, out, trainer.decode_texts(out)
+
+
+def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
+  """DAPO: replace groups whose rewards are all equal by fresh groups.
+
+  Up to `dynamic_sampling_max_rounds` extra rollouts; groups still missing
+  are filled with zero-std groups, so the batch shape never changes.
+  """
+  G = trainer.G
+  examples, tokens, mask, out, reward, correct = first
+  n = len(examples)
+
+  def informative(rew):
+    return rew.reshape(-1, G).std(axis=1) > 0
+
+  keep = [i for i in range(n) if informative(reward)[i]]
+  pool = [(examples, tokens, mask, out, reward, correct, keep)]
+  have = len(keep)
+  rounds = 0
+  while (
+    have < n and rounds < trainer.config.rollout.dynamic_sampling_max_rounds
+  ):
+    rounds += 1
+    key = jax.random.fold_in(jax.random.fold_in(rollout_key, step), rounds)
+    ex, tk, mk, o, texts = _rollout(trainer, params, data, key)
+    rew, cor, _ = trainer.score(ex, texts, o.lengths)
+    good = [i for i in range(n) if informative(rew)[i]]
+    pool.append((ex, tk, mk, o, rew, cor, good))
+    have += len(good)
+  picks = [(p, i) for p, entry in enumerate(pool) for i in entry[6]][:n]
+  filler = [i for i in range(n) if i not in pool[0][6]]
+  while len(picks) < n:
+    picks.append((0, filler.pop(0)))
+
+  def gather_rows(get):
+    rows = []
+    for p, i in picks:
+      x = get(pool[p])
+      rows.append(x[i * G : (i + 1) * G])
+    return np.concatenate(rows)
+
+  out_fields = {
+    name: gather_rows(lambda e, name=name: getattr(e[3], name))
+    for name in ("tokens", "mask", "lengths", "logprobs", "raw_logprobs")
+  }
+  new_out = type(out)(
+    **{
+      **{f: getattr(out, f) for f in out.__dataclass_fields__},
+      **out_fields,
+    }
+  )
+  new_examples = [pool[p][0][i] for p, i in picks]
+  new_tokens = np.concatenate([pool[p][1][i : i + 1] for p, i in picks])
+  new_mask = np.concatenate([pool[p][2][i : i + 1] for p, i in picks])
+  metrics = {
+    "dynamic_sampling/rounds": rounds,
+    "dynamic_sampling/informative_groups": min(have, n) / n,
+  }
+  return (
+    new_examples,
+    new_tokens,
+    new_mask,
+    new_out,
+    gather_rows(lambda e: e[4]),
+    gather_rows(lambda e: e[5]),
+    metrics,
+  )
+
+
+def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
+  """Prompt (repeated G times) + completion rows for the update."""
+  ptok = np.repeat(prompt_tokens, G, axis=0)
+  pmask = np.repeat(prompt_mask, G, axis=0)
+  cmask = np.asarray(out.mask, np.int32)
+  return {
+    "tokens": np.concatenate([ptok, np.asarray(out.tokens, np.int32)], 1),
+    "mask": np.concatenate([pmask, cmask], 1),
+    "completion_mask": np.concatenate([np.zeros_like(pmask), cmask], 1),
+    "rewards": np.asarray(reward, np.float32),
+  }
+
+
+# Entry point ------------------------------------------------------------------
+
+
+def run(config, workdir: str) -> dict:
+  """Train as configured; returns the final held-out metrics.
+
+  Writes to `workdir`: metrics.jsonl, tensorboard/, plots.png,
+  checkpoints/{sft,rl}/ and export/ (HF format, with the tokenizer).
+  """
+  trainer = Trainer(config, workdir)
+  writer = metrics_lib.MetricsWriter(workdir)
+  try:
+    params = trainer.initial_params
+    if config.sft.steps:
+      params = run_sft(trainer, writer)
+    params = run_rl(trainer, params, writer)
+  finally:
+    writer.close()
+  final = [
+    r
+    for r in metrics_lib.read_metrics(workdir)
+    if r.get("phase") == "rl" and "eval/accuracy" in r
+  ]
+  metrics_lib.plot_metrics(workdir)
+  if config.train.export:
+    export = os.path.join(workdir, "export")
+    models.save_pretrained(nnx.merge(trainer.graphdef, params), export)
+    trainer.tokenizer.save(export)
+  summary = {}
+  if final:
+    summary = {"before": final[0], "after": final[-1]}
+  return summary
