@@ -234,17 +234,19 @@ def train_sentencepiece(
   user_defined_symbols: Sequence[str] = (),
   model_type: str = "bpe",
   character_coverage: float = 1.0,
+  cover_ascii: bool = True,
 ) -> SentencePieceTokenizer:
   """Train a small SentencePiece model in memory.
 
-  Ids: pad 0, unk 1, bos 2, eos 3. Every printable ASCII character gets a
-  piece; digits are split into single tokens, so arithmetic stays learnable;
-  `user_defined_symbols` (e.g. `<think>`) are kept whole.
+  Ids: pad 0, unk 1, bos 2, eos 3. With `cover_ascii` every printable ASCII
+  character gets a piece (else only those in `texts`); digits are split
+  into single tokens, so arithmetic stays learnable; `user_defined_symbols`
+  (e.g. `<think>`) are kept whole.
   """
   proto = io.BytesIO()
-  ascii_line = "".join(chr(c) for c in range(32, 127))
+  extra = ["".join(chr(c) for c in range(32, 127))] if cover_ascii else []
   spm.SentencePieceTrainer.train(
-    sentence_iterator=iter([*texts, ascii_line]),
+    sentence_iterator=iter([*texts, *extra]),
     model_writer=proto,
     vocab_size=vocab_size,
     model_type=model_type,

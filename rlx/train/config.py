@@ -165,7 +165,7 @@ def check_config(config, num_devices: int | None = None) -> None:
     config.task.name,
     f"allowed {sorted(tasks.TASKS)}",
   )
-  known = set(rewards.REWARDS) | set(config.reward.functions.keys())
+  known = set(rewards.BUILTIN_REWARDS) | set(config.reward.functions.keys())
   for name, weight in config.reward.weights.items():
     _require(
       name in known,
@@ -274,7 +274,7 @@ def apply_variant(config, arg: str | None):
   config.model.checkpoint = config.model.checkpoint  # kept if given
   config.rollout.prompts_per_step = 4
   config.rollout.num_samples = 2
-  config.rollout.max_new_tokens = 16
+  config.rollout.max_new_tokens = 32
   config.algo.num_minibatches = 1
   config.sft.steps = min(config.sft.steps, 2)
   config.sft.batch_size = 8

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from rlx import algos, decoding, models, rewards
+from rlx.data import DataIterator
 from rlx.data import tasks as tasks_lib
 from rlx.data import tokenizer as tokenizer_lib
 from rlx.rewards import extract
@@ -58,6 +59,7 @@ def build_tokenizer(config, task, workdir: str) -> tokenizer_lib.Tokenizer:
     texts,
     config.tokenizer.vocab_size,
     user_defined_symbols=TASK_SYMBOLS,
+    cover_ascii=False,
   )
   if jax.process_index() == 0:
     tok.save(saved)
@@ -268,10 +270,7 @@ class Trainer:
   # Scoring --------------------------------------------------------------------
 
   def task_fields(self, examples, repeat: int) -> dict:
-    fields = {}
-    for name in self.task.reward_fields:
-      fields[name] = [e[name] for e in examples for _ in range(repeat)]
-    return fields
+    return tasks_lib.collate_fields(examples, self.task.reward_fields, repeat)
 
   def score(self, examples, completions, lengths):
     fields = self.task_fields(examples, self.G)
@@ -448,7 +447,7 @@ def run_sft(trainer: Trainer, writer) -> tuple:
     keep=config.train.keep_checkpoints,
     async_save=config.train.async_checkpoints,
   )
-  data = tasks_lib.DataIterator(
+  data = DataIterator(
     trainer.task.train, config.sft.batch_size, seed=config.seed + 1
   )
   start = 0
@@ -463,7 +462,9 @@ def run_sft(trainer: Trainer, writer) -> tuple:
     ckpt.close()
     return state.params
 
-  example = _to_device(_sft_batch(trainer, data.peek()), mesh)
+  train_set = trainer.task.train
+  first = [train_set[i % len(train_set)] for i in range(config.sft.batch_size)]
+  example = _to_device(_sft_batch(trainer, first), mesh)
   update = algos.compile_update_step(
     algo, trainer.graphdef, state, example, mesh
   )
@@ -471,7 +472,7 @@ def run_sft(trainer: Trainer, writer) -> tuple:
   bar = _Progress(config.train.progress, steps, start, "sft")
   pending = False
   for step in range(start + 1, steps + 1):
-    batch = _to_device(_sft_batch(trainer, data.next_batch()), mesh)
+    batch = _to_device(_sft_batch(trainer, next(data)), mesh)
     state, m = update(state, batch, jax.random.fold_in(key, step))
     m = _scalars(m)
     writer.write(step, {f"update/{k}": v for k, v in m.items()}, "sft")
@@ -499,7 +500,7 @@ def run_rl(trainer: Trainer, sft_params, writer) -> tuple:
     keep=config.train.keep_checkpoints,
     async_save=config.train.async_checkpoints,
   )
-  data = tasks_lib.DataIterator(
+  data = DataIterator(
     trainer.task.train, r.prompts_per_step, seed=config.seed + 2
   )
   start, running_mean = 0, 0.0
@@ -614,7 +615,7 @@ def run_rl(trainer: Trainer, sft_params, writer) -> tuple:
 
 
 def _rollout(trainer: Trainer, params, data, key):
-  examples = data.next_batch()
+  examples = next(data)
   strategy = trainer.config.rollout.strategy
   temperature = trainer.config.rollout.temperature
   tokens, mask, out = trainer.generate(

@@ -31,7 +31,6 @@ class MetricsWriter:
   def __init__(self, workdir: str, tensorboard: bool = True):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, METRICS_FILE)
-    self._file = open(self.path, "a")
     self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter
@@ -41,8 +40,8 @@ class MetricsWriter:
   def write(self, step: int, metrics: dict, phase: str = "rl") -> None:
     record = {"phase": phase, "step": int(step)}
     record.update({k: _clean(v) for k, v in metrics.items()})
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
+    with open(self.path, "a") as f:  # reopened: resume may rewrite it
+      f.write(json.dumps(record) + "\n")
     if self._tb is not None:
       for key, value in record.items():
         if key not in ("phase", "step") and value is not None:
@@ -50,7 +49,6 @@ class MetricsWriter:
       self._tb.flush()
 
   def close(self) -> None:
-    self._file.close()
     if self._tb is not None:
       self._tb.close()
 
