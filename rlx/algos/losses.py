@@ -1,0 +1,292 @@
+"""Shared loss pieces: chunked log-probs, masked reductions, KL, clipping.
+
+Log-prob convention (used by every algorithm): for tokens [B, T],
+`logp_BxT[:, t] = log p(tokens[:, t] | tokens[:, :t])` and `logp_BxT[:, 0] =
+0`, so log-probs line up with the tokens they score and a
+`completion_mask_BxT` picks the positions that count.
+
+Log-probs are computed from the final hidden states in fp32, `chunk_size`
+positions at a time: each chunk's logits [B, C, V] are reduced to a
+logsumexp (and an entropy) at once and, under `jax.checkpoint`, recomputed in
+the backward pass rather than stored, so a 151,936-token vocabulary never
+needs a full fp32 [B, T, V] array. The target logit is a dot product of the
+hidden state with the target's unembedding row: no log-softmax array and no
+gather over the vocabulary.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+LOSS_AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum")
+
+
+# Log-probs from hidden states -------------------------------------------------
+
+
+def unembedding(model) -> tuple[jax.Array, bool]:
+  """The unembedding matrix and whether it is stored [V, D] (tied)."""
+  if model.lm_head is None:
+    return model.embed[...], True
+  return model.lm_head.kernel[...], False
+
+
+def _chunk_stats(h_BxCxD, w, vocab_major, target_BxC, temperature, entropy):
+  """(logsumexp, target logit, entropy) of one chunk, all fp32 [B, C]."""
+  if vocab_major:
+    logits = jnp.einsum(
+      "bcd,vd->bcv", h_BxCxD, w, preferred_element_type=jnp.float32
+    )
+    w_rows = jnp.take(w, target_BxC, axis=0)
+  else:
+    logits = jnp.einsum(
+      "bcd,dv->bcv", h_BxCxD, w, preferred_element_type=jnp.float32
+    )
+    w_rows = jnp.take(w, target_BxC, axis=1).transpose(1, 2, 0)
+  target = jnp.einsum(
+    "bcd,bcd->bc", h_BxCxD, w_rows, preferred_element_type=jnp.float32
+  )
+  if temperature != 1.0:
+    logits = logits / temperature
+    target = target / temperature
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  if not entropy:
+    return lse, target, jnp.zeros_like(lse)
+  probs = jnp.exp(logits - lse[..., None])
+  ent = lse - jnp.sum(probs * logits, axis=-1)
+  return lse, target, ent
+
+
+def logprobs_from_hidden(
+  hidden_BxTxD: jax.Array,
+  w: jax.Array,
+  vocab_major: bool,
+  targets_BxT: jax.Array,
+  *,
+  chunk_size: int | None = 128,
+  temperature: float = 1.0,
+  with_entropy: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+  """log p(targets[t] | hidden[t]) and the entropy at each position, fp32.
+
+  w: the unembedding, [V, D] when `vocab_major` (tied) else [D, V].
+  chunk_size: positions per chunk (None: the whole sequence at once, fastest
+    when [B, T, V] fits). Chunks are rematerialised in the backward pass.
+  """
+  B, T, _ = hidden_BxTxD.shape
+  w = w.astype(hidden_BxTxD.dtype)
+  stats = lambda h, t: _chunk_stats(
+    h, w, vocab_major, t, temperature, with_entropy
+  )
+  if chunk_size is None or chunk_size >= T:
+    lse, target, ent = stats(hidden_BxTxD, targets_BxT)
+    return target - lse, ent
+  num = -(-T // chunk_size)
+  chunk_size = -(-T // num)  # the same number of chunks, least padding
+  pad = num * chunk_size - T
+  if pad:
+    hidden_BxTxD = jnp.pad(hidden_BxTxD, ((0, 0), (0, pad), (0, 0)))
+    targets_BxT = jnp.pad(targets_BxT, ((0, 0), (0, pad)))
+  h_NxBxCxD = hidden_BxTxD.reshape(B, num, chunk_size, -1).swapaxes(0, 1)
+  t_NxBxC = targets_BxT.reshape(B, num, chunk_size).swapaxes(0, 1)
+  body = jax.checkpoint(lambda _, xs: (None, stats(*xs)))
+  _, (lse, target, ent) = jax.lax.scan(body, None, (h_NxBxCxD, t_NxBxC))
+  unchunk = lambda x: x.swapaxes(0, 1).reshape(B, num * chunk_size)[:, :T]
+  return unchunk(target - lse), unchunk(ent)
+
+
+def shift_right(x_BxT: jax.Array) -> jax.Array:
+  """Moves position t to t + 1 and puts 0 at position 0."""
+  return jnp.pad(x_BxT[:, :-1], ((0, 0), (1, 0)))
+
+
+def model_logprobs(
+  model,
+  tokens_BxT: jax.Array,
+  mask_BxT: jax.Array,
+  *,
+  chunk_size: int | None = 128,
+  temperature: float = 1.0,
+  with_entropy: bool = False,
+  prompt_length: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(logp_BxT, entropy_BxT, hidden_BxTxD) of a merged model, token-aligned.
+
+  `entropy_BxT[:, t]` is the entropy of the distribution that sampled token
+  t; `hidden_BxTxD` is returned for heads that read the trunk (PPO values).
+  prompt_length: a static number of leading positions that never count
+    (the padded prompt); their log-probs and entropies are not computed and
+    read 0, which saves that share of the unembedding work.
+  """
+  T = tokens_BxT.shape[1]
+  if not 0 <= prompt_length < T:
+    raise ValueError(f"prompt_length={prompt_length}: must be in [0, {T})")
+  hidden_BxTxD, _ = model.trunk(tokens_BxT, mask_BxT)
+  w, vocab_major = unembedding(model)
+  start = max(prompt_length - 1, 0)
+  logp, ent = logprobs_from_hidden(
+    hidden_BxTxD[:, start : T - 1],
+    w,
+    vocab_major,
+    tokens_BxT[:, start + 1 :],
+    chunk_size=chunk_size,
+    temperature=temperature,
+    with_entropy=with_entropy,
+  )
+  pad = lambda x: jnp.pad(x, ((0, 0), (start + 1, 0)))
+  return pad(logp), pad(ent), hidden_BxTxD
+
+
+def token_logprobs(
+  graphdef,
+  params,
+  tokens_BxT: jax.Array,
+  mask_BxT: jax.Array,
+  *,
+  chunk_size: int | None = 128,
+  temperature: float = 1.0,
+  prompt_length: int = 0,
+) -> jax.Array:
+  """Per-token log-probs [B, T] (entry 0 is 0); for old / reference passes.
+
+  Pure and jittable: `jax.jit(functools.partial(token_logprobs, graphdef))`.
+  Options as in `model_logprobs`.
+  """
+  model = nnx.merge(graphdef, params)
+  logp, _, _ = model_logprobs(
+    model,
+    tokens_BxT,
+    mask_BxT,
+    chunk_size=chunk_size,
+    temperature=temperature,
+    prompt_length=prompt_length,
+  )
+  return logp
+
+
+# Masked reductions ------------------------------------------------------------
+
+
+def masked_sum(x, mask, axis=None):
+  return jnp.sum(jnp.where(mask, x, 0.0), axis=axis)
+
+
+def masked_mean(x, mask, axis=None):
+  """Mean of `x` where `mask`; 0 where the mask is empty (never NaN)."""
+  count = jnp.sum(mask, axis=axis, dtype=jnp.float32)
+  return masked_sum(x, mask, axis) / jnp.maximum(count, 1.0)
+
+
+def masked_var(x, mask, unbiased: bool = True):
+  """Variance over the masked entries (Bessel-corrected by default)."""
+  mean = masked_mean(x, mask)
+  count = jnp.sum(mask, dtype=jnp.float32)
+  ss = masked_sum(jnp.square(x - mean), mask)
+  denom = jnp.maximum(count - 1.0, 1.0) if unbiased else count
+  return ss / jnp.maximum(denom, 1.0)
+
+
+def masked_whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8):
+  """(x - mean) / std over the masked entries; 0 outside the mask."""
+  mean = masked_mean(x, mask)
+  white = (x - mean) * jax.lax.rsqrt(masked_var(x, mask) + eps)
+  if not shift_mean:
+    white = white + mean
+  return jnp.where(mask, white, 0.0)
+
+
+def masked_min(x, mask):
+  return jnp.min(jnp.where(mask, x, jnp.inf))
+
+
+def masked_max(x, mask):
+  return jnp.max(jnp.where(mask, x, -jnp.inf))
+
+
+def aggregate(
+  per_token_BxT: jax.Array,
+  mask_BxT: jax.Array,
+  loss_type: str,
+  *,
+  max_completion_length: int | None = None,
+  dapo_normalizer: jax.Array | float | None = None,
+) -> jax.Array:
+  """Reduces a per-token loss to a scalar (TRL's `loss_type` semantics).
+
+  grpo: token mean per sequence, then mean over sequences.
+  bnpo: sum over the batch / number of valid tokens in this batch.
+  dapo: sum over the batch / `dapo_normalizer`, the valid tokens of the
+    whole rollout batch divided by the number of loss chunks (minibatches x
+    accumulation steps), so every token weighs the same across chunks;
+    defaults to this batch's token count (then equal to bnpo).
+  dr_grpo: sum / (num sequences x `max_completion_length`; default T).
+  seq_sum: token sum per sequence, then mean over sequences.
+  """
+  mask = mask_BxT.astype(jnp.float32)
+  total = jnp.sum(per_token_BxT * mask)
+  B, T = per_token_BxT.shape
+  if loss_type == "grpo":
+    per_seq = jnp.sum(per_token_BxT * mask, -1) / jnp.maximum(mask.sum(-1), 1)
+    return jnp.mean(per_seq)
+  if loss_type == "bnpo":
+    return total / jnp.maximum(mask.sum(), 1.0)
+  if loss_type == "dapo":
+    norm = mask.sum() if dapo_normalizer is None else dapo_normalizer
+    return total / jnp.maximum(norm, 1.0)
+  if loss_type == "dr_grpo":
+    return total / (B * (max_completion_length or T))
+  if loss_type == "seq_sum":
+    return total / B
+  raise ValueError(f"loss_type={loss_type!r}: allowed {LOSS_AGGREGATIONS}")
+
+
+# KL and clipping --------------------------------------------------------------
+
+
+def kl_estimate(logp, ref_logp, estimator: str = "k3"):
+  """Per-token KL(pi || ref) estimate from samples of pi (Schulman's k1-3).
+
+  x = ref_logp - logp: k1 = -x, k2 = x^2 / 2, k3 = exp(x) - x - 1 (>= 0).
+  """
+  x = ref_logp - logp
+  if estimator == "k1":
+    return -x
+  if estimator == "k2":
+    return 0.5 * jnp.square(x)
+  if estimator == "k3":
+    return jnp.expm1(x) - x
+  raise ValueError(f"kl_estimator={estimator!r}: allowed {KL_ESTIMATORS}")
+
+
+def clipped_surrogate(
+  ratio, advantages, epsilon_low: float, epsilon_high: float, delta=None
+):
+  """Per-token PPO loss -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A).
+
+  `delta` (INTELLECT-2 two-sided clipping) caps the unclipped ratio.
+  Returns the loss and boolean masks of tokens clipped low / high.
+  """
+  clipped = jnp.clip(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
+  capped = ratio if delta is None else jnp.minimum(ratio, delta)
+  loss = -jnp.minimum(capped * advantages, clipped * advantages)
+  low = (ratio < 1.0 - epsilon_low) & (advantages < 0)
+  high = (ratio > 1.0 + epsilon_high) & (advantages > 0)
+  return loss, low, high
+
+
+def ratio_metrics(ratio_BxT, low_BxT, high_BxT, log_ratio_BxT, mask_BxT):
+  """Clip fractions, ratio range and approx. KL(old || new) over a mask."""
+  mask = jnp.broadcast_to(mask_BxT, log_ratio_BxT.shape)
+  ratio = jnp.broadcast_to(ratio_BxT, mask.shape)
+  f32 = lambda x: jnp.broadcast_to(x, mask.shape).astype(jnp.float32)
+  return {
+    "clip_frac_low": masked_mean(f32(low_BxT), mask),
+    "clip_frac_high": masked_mean(f32(high_BxT), mask),
+    "ratio_mean": masked_mean(ratio, mask),
+    "ratio_min": masked_min(ratio, mask),
+    "ratio_max": masked_max(ratio, mask),
+    "approx_kl": masked_mean(0.5 * jnp.square(log_ratio_BxT), mask),
+  }

@@ -1,0 +1,424 @@
+"""Losses vs independent numpy re-implementations (TRL 1.16.0 for GRPO)."""
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rlx import algos
+from rlx.algos import losses
+from rlx.models import init_model, preset
+
+RTOL = 1e-5
+
+
+def _rand_inputs(seed, B=6, T=10):
+  rng = np.random.default_rng(seed)
+  logp = -rng.uniform(0.1, 3.0, (B, T)).astype(np.float32)
+  old = (logp + rng.normal(0, 0.3, (B, T))).astype(np.float32)
+  ref = (logp + rng.normal(0, 0.3, (B, T))).astype(np.float32)
+  adv = rng.normal(size=B).astype(np.float32)
+  mask = np.zeros((B, T), bool)
+  for i in range(B):
+    start = rng.integers(1, 4)
+    mask[i, start : start + rng.integers(1, T - start + 1)] = True
+  mask[-1] = False  # an empty row must not produce NaN
+  mask[-1, -1] = True
+  return logp, old, ref, adv, mask
+
+
+# Numpy references -------------------------------------------------------------
+
+
+def np_log_softmax(x):
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def np_trl_grpo_loss(
+  logp,
+  old,
+  ref,
+  adv,
+  mask,
+  *,
+  loss_type,
+  eps_low,
+  eps_high,
+  beta,
+  level,
+  estimator="k3",
+  bias_correction=False,
+  delta=None,
+  max_completion_length=None,
+  dapo_normalizer=None,
+):
+  """TRL 1.16.0 `GRPOTrainer._compute_loss`, transcribed to numpy (one
+  process, one accumulation step; `num_items_in_batch` = dapo normaliser).
+  """
+  logp, old, ref = (np.asarray(x, np.float64) for x in (logp, old, ref))
+  mask = mask.astype(np.float64)
+  adv = np.asarray(adv, np.float64)[:, None]
+  log_ratio = logp - old
+  if level == "token":
+    log_w = log_ratio
+  else:
+    log_w = (log_ratio * mask).sum(-1) / np.maximum(mask.sum(-1), 1.0)
+    log_w = log_w[:, None]
+  coef_1 = np.exp(log_w)
+  x = ref - logp
+  kl = {"k1": -x, "k2": x**2 / 2, "k3": np.exp(x) - x - 1}[estimator]
+  if bias_correction:
+    kl = kl * coef_1
+  coef_2 = np.clip(coef_1, 1 - eps_low, 1 + eps_high)
+  if delta is not None:
+    coef_1 = np.minimum(coef_1, delta)
+  per_token = -np.minimum(coef_1 * adv, coef_2 * adv)
+  if beta != 0:
+    per_token = per_token + beta * kl
+  if loss_type == "grpo":
+    return ((per_token * mask).sum(-1) / np.maximum(mask.sum(-1), 1.0)).mean()
+  if loss_type == "bnpo":
+    return (per_token * mask).sum() / max(mask.sum(), 1.0)
+  if loss_type == "dr_grpo":
+    L = max_completion_length or mask.shape[1]
+    return (per_token * mask).sum() / (per_token.shape[0] * L)
+  if loss_type == "dapo":
+    norm = mask.sum() if dapo_normalizer is None else dapo_normalizer
+    return (per_token * mask).sum() / max(norm, 1.0)
+  raise ValueError(loss_type)
+
+
+# Log-probs --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def tiny(request):
+  model = init_model(preset("tiny", tie_embeddings=request.param), 0)
+  return nnx.split(model)
+
+
+def _np_token_logprobs(graphdef, params, tokens, mask, temperature=1.0):
+  logits, _ = nnx.merge(graphdef, params)(tokens, mask)
+  logits = np.asarray(logits, np.float64) / temperature
+  logsm = np_log_softmax(logits)
+  logp = np.zeros(tokens.shape)
+  logp[:, 1:] = np.take_along_axis(logsm[:, :-1], tokens[:, 1:, None], -1)[
+    ..., 0
+  ]
+  p = np.exp(logsm)
+  ent = np.zeros(tokens.shape)
+  ent[:, 1:] = -(p * logsm).sum(-1)[:, :-1]
+  return logp, ent
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4, 5])
+def test_token_logprobs_match_full_softmax(tiny, chunk_size):
+  graphdef, params = tiny
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, 256, (3, 13)).astype(np.int32)
+  mask = np.ones_like(tokens, bool)
+  mask[0, :3] = False
+  want_logp, want_ent = _np_token_logprobs(graphdef, params, tokens, mask, 0.7)
+  model = nnx.merge(graphdef, params)
+  logp, ent, _ = losses.model_logprobs(
+    model,
+    tokens,
+    mask,
+    chunk_size=chunk_size,
+    temperature=0.7,
+    with_entropy=True,
+  )
+  np.testing.assert_allclose(logp, want_logp, rtol=RTOL, atol=1e-5)
+  np.testing.assert_allclose(ent, want_ent, rtol=RTOL, atol=1e-5)
+  assert np.all(np.asarray(logp)[:, 0] == 0)
+  got = algos.token_logprobs(
+    graphdef, params, tokens, mask, chunk_size=chunk_size, temperature=0.7
+  )
+  np.testing.assert_allclose(got, want_logp, rtol=RTOL, atol=1e-5)
+
+
+def test_prompt_length_skips_only_prompt_positions(tiny):
+  graphdef, params = tiny
+  rng = np.random.default_rng(3)
+  tokens = rng.integers(0, 256, (2, 11)).astype(np.int32)
+  mask = np.ones_like(tokens, bool)
+  full = algos.token_logprobs(graphdef, params, tokens, mask)
+  for p in (1, 4):
+    got = algos.token_logprobs(
+      graphdef, params, tokens, mask, prompt_length=p, chunk_size=3
+    )
+    np.testing.assert_allclose(got[:, p:], full[:, p:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:, :p], 0.0)
+
+
+def test_chunked_gradient_equals_unchunked(tiny):
+  graphdef, params = tiny
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(0, 256, (2, 12)).astype(np.int32)
+  mask = np.ones_like(tokens, bool)
+  weights = rng.normal(size=tokens.shape).astype(np.float32)
+
+  def f(params, chunk_size):
+    model = nnx.merge(graphdef, params)
+    logp, ent, _ = losses.model_logprobs(
+      model, tokens, mask, chunk_size=chunk_size, with_entropy=True
+    )
+    return jnp.sum(logp * weights) + 0.1 * jnp.sum(ent)
+
+  grad = jax.jit(jax.grad(f), static_argnums=1)
+  g_full, g_chunk = grad(params, None), grad(params, 5)
+  for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_chunk)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_chunked_logprobs_do_not_materialise_full_logits():
+  """The compiled chunked pass needs far less temporary memory."""
+  B, T, D, V = 2, 256, 16, 4096
+  h = jax.ShapeDtypeStruct((B, T, D), jnp.float32)
+  w = jax.ShapeDtypeStruct((V, D), jnp.float32)
+  t = jax.ShapeDtypeStruct((B, T), jnp.int32)
+
+  def temp_bytes(chunk):
+    f = functools.partial(
+      losses.logprobs_from_hidden, vocab_major=True, chunk_size=chunk
+    )
+    compiled = jax.jit(f).lower(h, w, targets_BxT=t).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  full = B * T * V * 4
+  assert temp_bytes(None) >= full
+  assert temp_bytes(16) < full / 4
+
+
+# Reductions and KL ------------------------------------------------------------
+
+
+def test_masked_reductions_never_nan():
+  x = jnp.arange(6.0).reshape(2, 3)
+  mask = jnp.array([[True, False, True], [False, False, False]])
+  assert float(losses.masked_mean(x, mask)) == 1.0
+  np.testing.assert_array_equal(losses.masked_mean(x, mask, axis=1), [1, 0])
+  assert float(losses.masked_mean(x, jnp.zeros_like(mask))) == 0.0
+  assert float(losses.masked_min(x, mask)) == 0.0
+  assert float(losses.masked_max(x, mask)) == 2.0
+
+
+def test_kl_estimators():
+  logp, _, ref, _, _ = _rand_inputs(0)
+  x = ref.astype(np.float64) - logp
+  want = {"k1": -x, "k2": x**2 / 2, "k3": np.exp(x) - x - 1}
+  for name, value in want.items():
+    got = losses.kl_estimate(logp, ref, name)
+    np.testing.assert_allclose(got, value, rtol=RTOL, atol=1e-6)
+    zero = losses.kl_estimate(logp, logp, name)
+    np.testing.assert_array_equal(zero, 0.0)
+  assert np.all(np.asarray(losses.kl_estimate(logp, ref, "k3")) >= 0)
+  with pytest.raises(ValueError, match="k1"):
+    losses.kl_estimate(logp, ref, "k4")
+
+
+def test_clipped_surrogate_at_the_boundaries():
+  ratio = jnp.array([0.7, 0.8, 0.9, 1.0, 1.2, 1.28, 1.3, 1.5])
+  for a in (1.0, -1.0):
+    adv = jnp.full_like(ratio, a)
+    loss, low, high = losses.clipped_surrogate(ratio, adv, 0.2, 0.28)
+    clipped = np.clip(np.asarray(ratio), 0.8, 1.28)
+    want = -np.minimum(np.asarray(ratio) * a, clipped * a)
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    r = np.asarray(ratio)
+    # Exactly at 1 - eps / 1 + eps is not clipped.
+    np.testing.assert_array_equal(low, (r < 0.8 - 1e-7) & (a < 0))
+    np.testing.assert_array_equal(high, (r > 1.28 + 1e-7) & (a > 0))
+  # The clipped side has no gradient, the other side the full one.
+  g = jax.grad(
+    lambda r: losses.clipped_surrogate(r, jnp.array([1.0, 1.0]), 0.2, 0.2)[
+      0
+    ].sum()
+  )(jnp.array([1.5, 0.5]))
+  np.testing.assert_allclose(g, [0.0, -1.0])
+
+
+@pytest.mark.parametrize("loss_type", losses.LOSS_AGGREGATIONS)
+def test_aggregate(loss_type):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(4, 7)).astype(np.float32)
+  mask = rng.random((4, 7)) < 0.6
+  m = mask.astype(np.float64)
+  want = {
+    "grpo": ((x * m).sum(1) / np.maximum(m.sum(1), 1)).mean(),
+    "bnpo": (x * m).sum() / m.sum(),
+    "dapo": (x * m).sum() / 3.5,
+    "dr_grpo": (x * m).sum() / (4 * 9),
+    "seq_sum": (x * m).sum() / 4,
+  }[loss_type]
+  got = losses.aggregate(
+    x, mask, loss_type, max_completion_length=9, dapo_normalizer=3.5
+  )
+  np.testing.assert_allclose(got, want, rtol=RTOL)
+
+
+# GRPO vs TRL ------------------------------------------------------------------
+
+GRPO_CASES = list(
+  itertools.product(
+    ["grpo", "bnpo", "dapo", "dr_grpo"],
+    ["token", "sequence"],
+    [0.0, 0.04],
+  )
+)
+
+
+@pytest.mark.parametrize("loss_type,level,beta", GRPO_CASES)
+def test_grpo_loss_matches_trl(loss_type, level, beta):
+  logp, old, ref, adv, mask = _rand_inputs(3)
+  for estimator, bias, delta, eps_high in [
+    ("k3", False, None, 0.2),
+    ("k1", True, 1.5, 0.28),
+    ("k2", False, None, 0.28),
+  ]:
+    config = algos.GRPOConfig(
+      loss_type=loss_type,
+      importance_sampling_level=level,
+      beta=beta,
+      epsilon_low=0.2,
+      epsilon_high=eps_high,
+      kl_estimator=estimator,
+      use_bias_correction_kl=bias,
+      delta=delta,
+      max_completion_length=12,
+    )
+    loss, metrics = algos.grpo_loss(
+      config, logp, old, adv, mask, ref_logp_BxT=ref, dapo_normalizer=7.0
+    )
+    want = np_trl_grpo_loss(
+      logp,
+      old,
+      ref,
+      adv,
+      mask,
+      loss_type=loss_type,
+      eps_low=0.2,
+      eps_high=eps_high,
+      beta=beta,
+      level=level,
+      estimator=estimator,
+      bias_correction=bias,
+      delta=delta,
+      max_completion_length=12,
+      dapo_normalizer=7.0,
+    )
+    np.testing.assert_allclose(loss, want, rtol=RTOL, atol=1e-7)
+    assert np.isfinite(float(metrics["ratio_max"]))
+
+
+def test_grpo_gradient_matches_trl_in_torch_free_numpy():
+  """d loss / d logp of the token-level GRPO loss, by finite differences of
+  the numpy reference."""
+  logp, old, ref, adv, mask = _rand_inputs(4, B=3, T=5)
+  config = algos.GRPOConfig(loss_type="bnpo", beta=0.04)
+  g = jax.grad(
+    lambda lp: algos.grpo_loss(config, lp, old, adv, mask, ref_logp_BxT=ref)[0]
+  )(jnp.asarray(logp))
+  f = lambda lp: np_trl_grpo_loss(
+    lp, old, ref, adv, mask, loss_type="bnpo", eps_low=0.2, eps_high=0.2,
+    beta=0.04, level="token",
+  )  # fmt: skip
+  num = np.zeros(logp.shape)
+  h = 1e-6
+  for idx in np.ndindex(logp.shape):
+    e = np.zeros(logp.shape)
+    e[idx] = h
+    num[idx] = (f(logp + e) - f(logp - e)) / (2 * h)
+  np.testing.assert_allclose(g, num, rtol=1e-3, atol=1e-5)
+
+
+def test_grpo_on_policy_without_old_logprobs():
+  logp, _, ref, adv, mask = _rand_inputs(5)
+  config = algos.GRPOConfig(loss_type="grpo", beta=0.0)
+  loss, m = algos.grpo_loss(config, logp, None, adv, mask)
+  want = np_trl_grpo_loss(
+    logp, logp, ref, adv, mask, loss_type="grpo", eps_low=0.2,
+    eps_high=0.2, beta=0.0, level="token",
+  )  # fmt: skip
+  np.testing.assert_allclose(loss, want, rtol=RTOL)
+  assert float(m["ratio_mean"]) == 1.0
+  assert float(m["clip_frac_low"]) == float(m["clip_frac_high"]) == 0.0
+
+
+def test_grpo_clip_fractions():
+  logp, old, _, adv, mask = _rand_inputs(6)
+  config = algos.GRPOConfig(epsilon_low=0.1, epsilon_high=0.15, beta=0.0)
+  _, m = algos.grpo_loss(config, logp, old, adv, mask)
+  ratio = np.exp(logp.astype(np.float64) - old)
+  a = adv[:, None]
+  low = ((ratio < 0.9) & (a < 0))[mask].mean()
+  high = ((ratio > 1.15) & (a > 0))[mask].mean()
+  np.testing.assert_allclose(m["clip_frac_low"], low, rtol=1e-6)
+  np.testing.assert_allclose(m["clip_frac_high"], high, rtol=1e-6)
+  np.testing.assert_allclose(m["ratio_min"], ratio[mask].min(), rtol=1e-5)
+  np.testing.assert_allclose(m["ratio_max"], ratio[mask].max(), rtol=1e-5)
+
+
+# PPO, REINFORCE, SFT ----------------------------------------------------------
+
+
+def test_ppo_loss_matches_numpy():
+  logp, old, _, _, mask = _rand_inputs(7)
+  rng = np.random.default_rng(7)
+  adv = rng.normal(size=logp.shape).astype(np.float32)
+  values = rng.normal(size=logp.shape).astype(np.float32)
+  old_values = (values + rng.normal(0, 0.3, values.shape)).astype(np.float32)
+  returns = rng.normal(size=logp.shape).astype(np.float32)
+  ent = rng.uniform(0, 2, logp.shape).astype(np.float32)
+  config = algos.PPOConfig(
+    epsilon_low=0.2, epsilon_high=0.3, value_clip=0.2, vf_coef=0.5,
+    entropy_coef=0.01,
+  )  # fmt: skip
+  batch = dict(
+    completion_mask=mask, old_logprobs=old, advantages=adv,
+    old_values=old_values, returns=returns,
+  )  # fmt: skip
+  loss, m = algos.ppo_loss(config, logp, values, batch, entropy_BxT=ent)
+  m64 = mask.astype(np.float64)
+  mean = lambda x: (x * m64).sum() / m64.sum()
+  ratio = np.exp(logp.astype(np.float64) - old)
+  pg = mean(-np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.3) * adv))
+  vclip = old_values + np.clip(values - old_values, -0.2, 0.2)
+  vf = 0.5 * mean(np.maximum((values - returns) ** 2, (vclip - returns) ** 2))
+  want = pg + 0.5 * vf - 0.01 * mean(ent)
+  np.testing.assert_allclose(m["policy_loss"], pg, rtol=RTOL)
+  np.testing.assert_allclose(m["value_loss"], vf, rtol=RTOL)
+  np.testing.assert_allclose(loss, want, rtol=RTOL)
+
+
+@pytest.mark.parametrize("clip", [None, 0.2])
+@pytest.mark.parametrize("loss_type", ["seq_sum", "bnpo"])
+def test_reinforce_loss_matches_numpy(clip, loss_type):
+  logp, old, _, adv, mask = _rand_inputs(8)
+  config = algos.ReinforceConfig(clip_epsilon=clip, loss_type=loss_type)
+  loss, _ = algos.reinforce_loss(config, logp, adv, mask, old_logp_BxT=old)
+  a = adv[:, None].astype(np.float64)
+  if clip is None:
+    per = -a * logp
+  else:
+    ratio = np.exp(logp.astype(np.float64) - old)
+    per = -np.minimum(ratio * a, np.clip(ratio, 0.8, 1.2) * a)
+  m = mask.astype(np.float64)
+  if loss_type == "seq_sum":
+    want = (per * m).sum() / len(per)
+  else:
+    want = (per * m).sum() / m.sum()
+  np.testing.assert_allclose(loss, want, rtol=RTOL)
+
+
+def test_sft_loss_matches_numpy():
+  logp, _, _, _, mask = _rand_inputs(9)
+  loss, m = algos.sft_loss(algos.SFTConfig(), logp, mask)
+  want = -(logp * mask).sum() / mask.sum()
+  np.testing.assert_allclose(loss, want, rtol=RTOL)
+  np.testing.assert_allclose(m["perplexity"], np.exp(want), rtol=1e-5)
