@@ -58,7 +58,9 @@ class Tokenizer:
     return ids
 
   def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-    ids = [int(i) for i in ids]
+    # Models often have more embedding rows than tokens (Qwen2.5: 151936
+    # vs 151665); ids past the tokenizer's vocabulary decode to nothing.
+    ids = [int(i) for i in ids if 0 <= int(i) < self.vocab_size]
     if skip_special:
       ids = [i for i in ids if i not in self.special_ids]
     return self._decode(ids)

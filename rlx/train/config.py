@@ -226,6 +226,13 @@ def check_config(config, num_devices: int | None = None) -> None:
       f"data x fsdp x tensor must equal the {num_devices} devices",
     )
     shards = data * mesh.fsdp
+    _require(
+      r.prompts_per_step % shards == 0,
+      "rollout.prompts_per_step",
+      r.prompts_per_step,
+      f"the rollout's prompt batch must divide by the mesh's data x fsdp = "
+      f"{shards} batch shards",
+    )
     minibatch = rows // config.algo.num_minibatches
     _require(
       minibatch % shards == 0,
@@ -272,7 +279,7 @@ def apply_variant(config, arg: str | None):
     raise ConfigError(f"config variant {arg!r}: allowed 'smoke'")
   config.model.preset = "tiny"
   config.model.checkpoint = config.model.checkpoint  # kept if given
-  config.rollout.prompts_per_step = 4
+  config.rollout.prompts_per_step = 8
   config.rollout.num_samples = 2
   config.rollout.max_new_tokens = 32
   config.algo.num_minibatches = 1

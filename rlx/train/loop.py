@@ -100,6 +100,10 @@ def check_prompt_lengths(task, tokenizer, config, add_bos: bool):
   splits = {}
   for split in ("train", "eval"):
     examples = getattr(task, split)
+    if not examples:
+      raise ConfigError(
+        f"task {task.name!r} has no {split} examples; check config.task"
+      )
     lengths = np.array(
       [len(ids) for ids in encode_prompts(examples, tokenizer, add_bos)]
     )
@@ -191,6 +195,8 @@ class Trainer:
     self.model = build_model(config, self.tokenizer, self.mesh)
     self.graphdef, params = nnx.split(self.model)
     self.initial_params = params
+    # Shapes and shardings only: the params themselves get donated.
+    self.abstract_params = ckpt_lib.abstract_like(params)
 
     r = config.rollout
     self.G = r.num_samples
@@ -226,7 +232,7 @@ class Trainer:
     key = (temperature, num_samples, strategy)
     if key not in self._samplers:
       r = self.config.rollout
-      params = self.initial_params
+      params = self.abstract_params
       if strategy == "beam":
         cfg = decoding.BeamConfig(
           num_beams=num_samples,
@@ -494,7 +500,10 @@ def run_rl(trainer: Trainer, sft_params, writer) -> tuple:
   updates = config.algo.num_epochs * config.algo.num_minibatches
   algo = make_algo(config, updates)
   state = algos.create_train_state(trainer.graphdef, sft_params, algo, mesh)
-  ref_params = sft_params if algo.needs_reference else None
+  # A copy: the train state's params may alias `sft_params` and be donated.
+  ref_params = (
+    jax.tree.map(jnp.copy, sft_params) if algo.needs_reference else None
+  )
   ckpt = ckpt_lib.Checkpointer(
     os.path.join(trainer.workdir, "checkpoints", "rl"),
     keep=config.train.keep_checkpoints,

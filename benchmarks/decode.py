@@ -1,0 +1,278 @@
+"""Decoding speed: rlx (jitted prefill + lax.scan) vs HF `generate` (torch).
+
+  python benchmarks/decode.py                  # full table (a few minutes)
+  python benchmarks/decode.py --repeats=1 --dtypes=float32 --skip_hf
+
+Model: `preset('bench50m')` (random weights, no EOS, so every row decodes
+`new_tokens` tokens); HF runs the same weights exported by
+`save_pretrained`. Reports medians of `--repeats` runs, compile time
+separately, per-token time at `--new_tokens` vs `--long_new_tokens`, and the
+share of the memory roofline: (bytes of weights + valid KV cache read per
+step) / copy bandwidth, divided by the measured time per step.
+Bandwidth = bytes of a large numpy array / time to copy it (reads and
+writes each count once; counting both would double it).
+`--readme=PATH` replaces the "Decoding" section of that markdown file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlx import decoding
+from rlx.models import init_model, preset
+from rlx.models.hf import save_pretrained
+
+
+def copy_bandwidth(nbytes: int = 1 << 29, repeats: int = 5) -> float:
+  """Bytes/s of np.copyto on a large float32 array (best of repeats)."""
+  x = np.ones(nbytes // 4, np.float32)
+  y = np.empty_like(x)
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    np.copyto(y, x)
+    best = min(best, time.perf_counter() - t)
+  return nbytes / best
+
+
+def step_bytes(config, rows: int, prompt_len: int, new_tokens: int) -> float:
+  """Mean bytes read per decode step: weights + valid KV slots."""
+  size = jnp.dtype(config.param_dtype).itemsize
+  weights = (config.num_params - config.vocab_size * config.hidden_size) * size
+  if config.tie_embeddings:
+    weights += config.vocab_size * config.hidden_size * size
+  cache = jnp.dtype(config.dtype).itemsize
+  per_slot = 2 * config.num_layers * config.num_kv_heads * config.head_dim
+  mean_len = prompt_len + (new_tokens - 1) / 2
+  return weights + rows * per_slot * cache * mean_len
+
+
+def median_time(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def rlx_run(graphdef, params, name, tokens, mask, new_tokens, chunk):
+  """(compile seconds, callable) for one decoder."""
+  if name == "beam4":
+    cfg = decoding.BeamConfig(
+      max_new_tokens=new_tokens, num_beams=4, cache_chunk=chunk
+    )
+    fn = decoding.make_beam_search(graphdef, params, cfg)
+    args = (params, tokens, mask)
+  else:
+    cfg = decoding.SamplingConfig(
+      max_new_tokens=new_tokens,
+      temperature=0.0 if name == "greedy" else 1.0,
+      top_p=0.9 if name == "top_p" else 1.0,
+      cache_chunk=chunk,
+    )
+    fn = decoding.make_sampler(graphdef, params, cfg)
+    args = (params, tokens, mask, jax.random.key(0))
+  t = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  return time.perf_counter() - t, lambda: compiled(*args)
+
+
+def hf_run(hf, name, tokens, new_tokens):
+  import torch
+
+  x = torch.tensor(np.asarray(tokens), dtype=torch.long)
+  kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+  if name == "greedy":
+    kw.update(do_sample=False)
+  elif name == "top_p":
+    kw.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)
+  else:
+    kw.update(do_sample=False, num_beams=4, early_stopping=False)
+
+  def run():
+    with torch.no_grad():
+      return hf.generate(x, pad_token_id=0, **kw)
+
+  return run
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--prompt_len", type=int, default=64)
+  p.add_argument("--new_tokens", type=int, default=128)
+  p.add_argument("--long_new_tokens", type=int, default=512)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--hf_repeats", type=int, default=2)
+  p.add_argument("--dtypes", default="float32,bfloat16")
+  p.add_argument("--decoders", default="greedy,top_p,beam4")
+  p.add_argument("--cache_chunk", type=int, default=64)
+  p.add_argument("--skip_hf", action="store_true")
+  p.add_argument("--hf_dtypes", default="float32", help="bf16 HF is slow")
+  p.add_argument("--torch_threads", type=int, default=1)
+  p.add_argument("--readme", default="")
+  args = p.parse_args(argv)
+
+  bw = copy_bandwidth()
+  b, pl, n = args.batch, args.prompt_len, args.new_tokens
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, 32000, (b, pl)).astype(np.int32)
+  mask = np.ones_like(tokens)
+  lines = [
+    f"Machine: {platform.processor() or platform.machine()}, "
+    f"{os.cpu_count()} cores, load average "
+    f"{os.getloadavg()[0]:.1f} at start; jax {jax.__version__}, "
+    f"backend {jax.default_backend()}. Copy bandwidth {bw / 1e9:.1f} GB/s.",
+    f"Batch {b}, prompt {pl}, {n} new tokens, bench50m "
+    f"(random weights); median of {args.repeats} (HF {args.hf_repeats}).",
+    "tok/s = batch x new tokens / time (beam: 4x the rows). roofline = "
+    "(weights + mean valid KV bytes per step) / bandwidth / step time.",
+    "",
+    "| impl | dtype | decoder | compile s | run s | tok/s | ms/step "
+    "| roofline | vs HF f32 |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  ]
+  # Build every runner, then time them round-robin so that load from other
+  # processes falls on all alike. torch runs single-threaded (its OpenMP
+  # pool spinning against XLA's threads slows both down).
+  runners, compile_s, long_lines = {}, {}, []
+  for dtype in args.dtypes.split(","):
+    config = preset(
+      "bench50m", dtype=dtype, param_dtype=dtype, eos_token_id=None
+    )
+    graphdef, params = nnx.split(init_model(config, 0))
+    for name in args.decoders.split(","):
+      c, run = rlx_run(
+        graphdef, params, name, tokens, mask, n, args.cache_chunk
+      )
+      run()
+      runners["rlx", dtype, name], compile_s["rlx", dtype, name] = run, c
+    if args.long_new_tokens:
+      per_token = {}
+      for m in (n // 2, args.long_new_tokens):
+        _, run = rlx_run(
+          graphdef, params, "greedy", tokens, mask, m, args.cache_chunk
+        )
+        run()
+        t = median_time(run, args.repeats)
+        roof = step_bytes(config, b, pl, m) / bw / (t / m)
+        per_token[m] = t / m
+        long_lines.append(f"| {dtype} | {m} | {t / m * 1e3:.1f} | {roof:.0%} |")
+      ratio = per_token[args.long_new_tokens] / per_token[n // 2]
+      long_lines.append(f"| {dtype} | ratio | {ratio:.2f}x | |")
+
+  for dtype in [] if args.skip_hf else args.hf_dtypes.split(","):
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.torch_threads)
+    config = preset(
+      "bench50m", dtype=dtype, param_dtype=dtype, eos_token_id=None
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+      save_pretrained(init_model(config, 0), tmp)
+      hf = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp, dtype=getattr(torch, dtype)
+      ).eval()
+    for name in args.decoders.split(","):
+      run = hf_run(hf, name, tokens, n)
+      assert run().shape[1] == pl + n
+      runners["hf", dtype, name] = run
+
+  times = {k: [] for k in runners}
+  for r in range(max(args.repeats, args.hf_repeats)):
+    for k, run in runners.items():
+      if r < (args.hf_repeats if k[0] == "hf" else args.repeats):
+        times[k].append(median_time(run, 1))
+        print(k, f"{times[k][-1]:.2f}s", flush=True)
+  results = {
+    k: (compile_s.get(k), float(np.median(v))) for k, v in times.items()
+  }
+  threads = args.torch_threads
+
+  table = []
+  for (impl, dtype, name), (compile_s, t) in sorted(results.items()):
+    config = preset("bench50m", dtype=dtype, param_dtype=dtype)
+    rows = b * (4 if name == "beam4" else 1)
+    roof = step_bytes(config, rows, pl, n) / bw / (t / n)
+    ref = results.get(("hf", "float32", name))
+    table.append(
+      "| "
+      + " | ".join(
+        [
+          f"HF torch ({threads} thr)" if impl == "hf" else "rlx",
+          dtype,
+          name,
+          "-" if compile_s is None else f"{compile_s:.1f}",
+          f"{t:.2f}",
+          f"{b * n / t:.0f}",
+          f"{t / n * 1e3:.1f}",
+          f"{roof:.0%}",
+          f"{ref[1] / t:.1f}x" if ref else "-",
+        ]
+      )
+      + " |"
+    )
+  long_table = [
+    "",
+    f"Greedy time per token vs new tokens (batch {b}, prompt {pl}, "
+    f"cache_chunk {args.cache_chunk}):",
+    "",
+    "| dtype | new tokens | ms/token | roofline |",
+    "| --- | --- | --- | --- |",
+    *long_lines,
+  ]
+  print("\n".join(lines + table + long_table), flush=True)
+  if args.readme:
+    write_readme(args.readme, "\n".join(lines + table + long_table))
+
+
+NOTES = """\
+How to read it:
+- rlx: prefill once, then `lax.scan` over the KV cache, grown in segments of
+  `cache_chunk` steps so a step attends over the written slots only (plus
+  at most one chunk). Sampling draws one uniform per row (two-level
+  inverse CDF) and finds the top-p cut-off by bisection over float bits (a
+  [B, 32000] sort costs ~90 ms on this CPU). Beam search reorders only the
+  cache slots after the prompt.
+- HF: `transformers` `generate` on torch CPU, same weights via
+  `save_pretrained`; torch single-threaded by default (2 threads was 5-10x
+  slower here: OpenMP spinning against the other load). All runners are
+  timed round-robin, so load from other processes falls on all alike.
+- The machine is a shared 2-core VM; other jobs were running (see the load
+  average), so times and rlx/HF ratios are noisy (+-50% between runs).
+- bf16: XLA:CPU has no native bf16 dot on this AVX2 CPU (alone, a
+  [8,512]x[512,32000] bf16 dot measured ~6x slower than fp32), so bf16
+  decoding here swings between ~27 and ~80 ms/step from run to run and
+  reads half the bytes at best; on GPU/TPU it is the fast path.
+"""
+
+
+def write_readme(path: str, body: str):
+  """Replace (or append) the '## Decoding' section of a markdown file."""
+  text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+  cmd = " ".join(["python benchmarks/decode.py", *sys.argv[1:]])
+  section = f"## Decoding\n\nMeasured by `{cmd}`.\n\n{body}\n\n{NOTES}"
+  pattern = re.compile(r"^## Decoding\n.*?(?=^## |\Z)", re.S | re.M)
+  if pattern.search(text):
+    text = pattern.sub(lambda _: section + "\n", text, count=1)
+  else:
+    text = text.rstrip("\n") + "\n\n" + section
+  with open(path, "w") as f:
+    f.write(text)
+
+
+if __name__ == "__main__":
+  main()

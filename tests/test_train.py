@@ -1,0 +1,248 @@
+"""The training loop: configs, errors, outputs, NaN steps and kill -9 resume."""
+
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rlx import train
+from rlx.train import metrics as metrics_lib
+from rlx.train.config import ConfigError, check_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(ROOT, "experiments/configs/grpo_arithmetic.py")
+CONFIGS = sorted(
+  p
+  for p in glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py"))
+  if "def get_config" in open(p).read()
+)
+
+
+def load_config(name: str, arg: str | None = "smoke"):
+  path = os.path.join(ROOT, "experiments", "configs", name)
+  spec = importlib.util.spec_from_file_location(name[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny(config):
+  """Smaller still than the smoke variant: seconds per test."""
+  config.eval.num_prompts = 4
+  config.eval.num_samples = 0
+  config.eval.batch_size = 4
+  config.train.progress = False
+  return config
+
+
+def _make_jsonl(tmp_path):
+  path = tmp_path / "gsm.jsonl"
+  with open(path, "w") as f:
+    for i in range(40):
+      q = f"Tom has {i} apples and buys {i + 3} more. How many now?"
+      f.write(
+        json.dumps({"question": q, "answer": f"{i}+{i + 3}\n#### {2 * i + 3}"})
+      )
+      f.write("\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_each_config_builds_and_runs_two_steps(path, tmp_path, monkeypatch):
+  name = os.path.basename(path)
+  config = tiny(load_config(name))
+  if config.model.checkpoint:  # the HF config: a tiny local checkpoint
+    from hf_helpers import make_hf_checkpoint
+
+    from rlx.data.tokenizer import train_sentencepiece
+    from rlx.models import load_pretrained, save_pretrained
+
+    tok = train_sentencepiece(
+      ["Tom has 3 apples. <think>a</think><answer>7</answer>"] * 10,
+      vocab_size=120,
+      user_defined_symbols=["<think>", "</think>", "<answer>", "</answer>"],
+    )
+    ckpt, _ = make_hf_checkpoint(tmp_path / "ckpt", "qwen2", vocab_size=128)
+    save_pretrained(load_pretrained(ckpt), ckpt)
+    tok.save(ckpt)
+    config.model.checkpoint = ckpt
+    config.task.options.path = _make_jsonl(tmp_path)
+    config.task.options.eval_fraction = 0.3
+  workdir = str(tmp_path / "run")
+  train.run(config, workdir)
+  records = metrics_lib.read_metrics(workdir)
+  rl = [r for r in records if r["phase"] == "rl" and r["step"] > 0]
+  assert [r["step"] for r in rl] == list(range(1, config.train.steps + 1))
+  if config.sft.steps:
+    sft = [r for r in records if r["phase"] == "sft"]
+    assert len(sft) == config.sft.steps
+  assert os.path.exists(os.path.join(workdir, "export", "config.json"))
+
+
+def test_default_config_writes_metrics_events_plots_and_export(tmp_path):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.train.progress = True
+  workdir = str(tmp_path / "run")
+  summary = train.run(config, workdir)
+  assert {"before", "after"} <= set(summary)
+  records = metrics_lib.read_metrics(workdir)
+  last = [r for r in records if r["phase"] == "rl"][-1]
+  for key in ("train/reward", "train/accuracy", "update/loss", "eval/accuracy"):
+    assert key in last
+  assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.*"))
+  assert os.path.getsize(os.path.join(workdir, "plots.png")) > 1000
+  from rlx.models import load_pretrained
+
+  model = load_pretrained(os.path.join(workdir, "export"))
+  assert model.config.num_layers == 2
+
+
+def test_bad_configs_name_the_key():
+  base = lambda: load_config("grpo_arithmetic.py")
+  c = base()
+  c.algo.name = "grpoo"
+  with pytest.raises(ConfigError, match=r"algo.name='grpoo'.*allowed"):
+    check_config(c, 8)
+  c = base()
+  c.reward.weights = {"acuracy": 1.0}
+  with pytest.raises(
+    ConfigError, match=r"reward.weights.acuracy.*unknown reward"
+  ):
+    check_config(c, 8)
+  c = base()
+  c.unlock()
+  c.train.stepz = 3
+  with pytest.raises(ConfigError, match=r"unknown config key 'train.stepz'"):
+    check_config(c, 8)
+  c = base()
+  c.rollout.prompts_per_step = 3
+  c.rollout.num_samples = 2
+  with pytest.raises(ConfigError, match=r"prompts_per_step=3.*data x fsdp = 8"):
+    check_config(c, 8)
+  c = base()
+  c.algo.num_minibatches = 3
+  with pytest.raises(ConfigError, match=r"num_minibatches=3.*= 16"):
+    check_config(c, 1)
+  c = base()
+  c.mesh.fsdp = 3
+  with pytest.raises(ConfigError, match=r"config.mesh.*8 devices"):
+    check_config(c, 8)
+  c = base()
+  c.algo.options = {"betta": 0.1}
+  with pytest.raises(ConfigError, match=r"config.algo \(grpo\).*betta"):
+    train.loop.make_algo(c, 1)
+
+
+def test_locked_config_rejects_unknown_override():
+  from ml_collections import config_flags  # noqa: F401
+
+  c = load_config("grpo_arithmetic.py")
+  c.lock()
+  with pytest.raises(AttributeError, match="stepz"):
+    c.train.stepz = 1
+
+
+def test_overlong_prompts_error_or_filter(tmp_path):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.rollout.max_prompt_len = 4
+  with pytest.raises(
+    ConfigError,
+    match=r"train prompts are longer than "
+    r"rollout.max_prompt_len=4 tokens \(longest \d+\)",
+  ):
+    train.run(config, str(tmp_path / "a"))
+
+
+def _params_of(workdir):
+  from safetensors.numpy import load_file
+
+  return load_file(os.path.join(workdir, "export", "model.safetensors"))
+
+
+def _run_cmd(workdir, steps, extra=()):
+  return [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "run.py"),
+    f"--config={DEFAULT_CONFIG}:smoke",
+    f"--workdir={workdir}",
+    f"--config.train.steps={steps}",
+    "--config.sft.steps=3",
+    "--config.train.save_every=1",
+    "--config.eval.num_prompts=4",
+    "--config.eval.num_samples=0",
+    "--config.eval.batch_size=4",
+    *extra,
+  ]
+
+
+def _env():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
+  steps = 5
+  ref = str(tmp_path / "ref")
+  subprocess.run(_run_cmd(ref, steps), check=True, env=_env(), timeout=600)
+  expected = _params_of(ref)
+
+  for kill_at in (2, 6):  # in SFT (3 steps) and in RL
+    workdir = str(tmp_path / f"kill{kill_at}")
+    proc = subprocess.Popen(_run_cmd(workdir, steps), env=_env())
+    deadline = time.time() + 600
+    while time.time() < deadline:
+      records = metrics_lib.read_metrics(workdir)
+      done = len([r for r in records if r["phase"] == "sft"]) + len(
+        [r for r in records if r["phase"] == "rl" and r["step"] > 0]
+      )
+      if done >= kill_at or proc.poll() is not None:
+        break
+      time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(
+      _run_cmd(workdir, steps), check=True, env=_env(), timeout=600
+    )
+    got = _params_of(workdir)
+    assert got.keys() == expected.keys()
+    for name in expected:
+      np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps = 0
+  config.train.steps = 3
+  original = train.loop._rl_batch
+  calls = []
+
+  def poisoned(*args):
+    batch = original(*args)
+    calls.append(1)
+    if len(calls) == 2:
+      batch["rewards"] = np.full_like(batch["rewards"], np.nan)
+    return batch
+
+  monkeypatch.setattr(train.loop, "_rl_batch", poisoned)
+  workdir = str(tmp_path / "run")
+  train.run(config, workdir)
+  records = [r for r in metrics_lib.read_metrics(workdir) if r["phase"] == "rl"]
+  skipped = {r["step"]: r["update/skipped_steps"] for r in records[1:]}
+  assert skipped == {1: 0, 2: 1, 3: 0}
+  steps = sorted(
+    int(s)
+    for s in os.listdir(os.path.join(workdir, "checkpoints", "rl"))
+    if s.isdigit()
+  )
+  assert 2 not in steps and 3 in steps
