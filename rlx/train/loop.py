@@ -134,17 +134,6 @@ def check_prompt_lengths(task, tokenizer, config, add_bos: bool):
   )
 
 
-def _pad_rows(tokens_list, length: int, pad_id: int):
-  """Left-pad token lists to `length`: (tokens, mask) int32 numpy."""
-  tokens = np.full((len(tokens_list), length), pad_id, np.int32)
-  mask = np.zeros((len(tokens_list), length), np.int32)
-  for i, ids in enumerate(tokens_list):
-    if ids:
-      tokens[i, length - len(ids) :] = ids
-      mask[i, length - len(ids) :] = 1
-  return tokens, mask
-
-
 def _is_correct(completions, fields) -> np.ndarray:
   """Per-completion correctness, the task's accuracy without format."""
   if "numbers" in fields:
@@ -261,7 +250,9 @@ class Trainer:
   def generate(self, params, examples, key, temperature, num_samples, strategy):
     """Completions for `examples` (num_samples consecutive rows each)."""
     prompts = encode_prompts(examples, self.tokenizer, self.add_bos)
-    tokens, mask = _pad_rows(prompts, self.prompt_len, self.tokenizer.pad_id)
+    tokens, mask = decoding.pad_prompts(
+      prompts, self.tokenizer.pad_id, length=self.prompt_len
+    )
     put = lambda x: jax.device_put(x, models.batch_sharding(self.mesh, x.ndim))
     fn = self.sampler(temperature, num_samples, strategy)
     out = fn(params, put(tokens), put(mask), key)
@@ -398,7 +389,7 @@ def _sft_batch(trainer: Trainer, examples) -> dict:
       f"{trainer.prompt_len} + rollout.max_new_tokens="
       f"{trainer.config.rollout.max_new_tokens}"
     )
-  tokens, mask = _pad_rows(rows, length, tok.pad_id)
+  tokens, mask = decoding.pad_prompts(rows, tok.pad_id, length=length)
   comp = np.zeros_like(mask)
   for i, m in enumerate(masks):
     comp[i, length - len(m) :] = m
