@@ -3,36 +3,36 @@
 import setuptools
 
 setuptools.setup(
-    name="rlx",
-    version="0.1.0",
-    description="JAX/Flax NNX research codebase for RL on language models.",
-    packages=setuptools.find_packages(include=["rlx", "rlx.*"]),
-    python_requires=">=3.10",
-    install_requires=[
-        "jax>=0.6",
-        "flax>=0.11",
-        "optax",
-        "orbax-checkpoint",
-        "sentencepiece",
-        "ml_collections",
-        "safetensors",
-        "tokenizers",
-        "numpy",
-        "absl-py",
-        "tqdm",
-        "matplotlib",
-        "tensorboardX",
+  name="rlx",
+  version="0.1.0",
+  description="JAX/Flax NNX research codebase for RL on language models.",
+  packages=setuptools.find_packages(include=["rlx", "rlx.*"]),
+  python_requires=">=3.10",
+  install_requires=[
+    "jax>=0.6",
+    "flax>=0.11",
+    "optax",
+    "orbax-checkpoint",
+    "sentencepiece",
+    "ml_collections",
+    "safetensors",
+    "tokenizers",
+    "numpy",
+    "absl-py",
+    "tqdm",
+    "matplotlib",
+    "tensorboardX",
+  ],
+  extras_require={
+    "test": [
+      "pytest",
+      "pytest-timeout",
+      "ruff",
+      "transformers",
+      "torch==2.13.0",
     ],
-    extras_require={
-        "test": [
-            "pytest",
-            "pytest-timeout",
-            "ruff",
-            "transformers",
-            "torch==2.13.0",
-        ],
-    },
-    entry_points={
-        "console_scripts": ["rlx-generate=rlx.generate:main"],
-    },
+  },
+  entry_points={
+    "console_scripts": ["rlx-generate=rlx.generate:main"],
+  },
 )
