@@ -213,7 +213,6 @@ class Trainer:
       for name, weight in config.reward.weights.items()
     ]
     self._samplers = {}
-    self._jitted = {}
 
   # Rollout --------------------------------------------------------------------
 
@@ -430,7 +429,7 @@ def _save_due(step: int, total: int, every: int) -> bool:
   return step % every == 0 or step == total
 
 
-def run_sft(trainer: Trainer, writer) -> tuple:
+def run_sft(trainer: Trainer, writer):
   """The SFT warm-up; returns the final params (resuming if possible)."""
   config = trainer.config
   steps = config.sft.steps
@@ -483,8 +482,8 @@ def run_sft(trainer: Trainer, writer) -> tuple:
   return state.params
 
 
-def run_rl(trainer: Trainer, sft_params, writer) -> tuple:
-  """The RL phase from `sft_params`; returns (params, eval metrics)."""
+def run_rl(trainer: Trainer, sft_params, writer):
+  """The RL phase from `sft_params`; returns the final params."""
   config = trainer.config
   r, mesh, G = config.rollout, trainer.mesh, trainer.G
   steps = config.train.steps
@@ -526,9 +525,13 @@ def run_rl(trainer: Trainer, sft_params, writer) -> tuple:
     temperature=u.temperature,
   )
 
+  # One on-policy GRPO update needs no old log-prob pass: its ratio is 1.
+  needs_old = not (isinstance(algo.config, algos.GRPOConfig) and updates == 1)
+
   def prepare(params, ref_params, value_head, batch, running_mean):
     batch = dict(batch)
-    batch["old_logprobs"] = logprobs(params, batch["tokens"], batch["mask"])
+    if needs_old:
+      batch["old_logprobs"] = logprobs(params, batch["tokens"], batch["mask"])
     if ref_params is not None:
       batch["ref_logprobs"] = logprobs(
         ref_params, batch["tokens"], batch["mask"]
@@ -543,10 +546,8 @@ def run_rl(trainer: Trainer, sft_params, writer) -> tuple:
   update = None
   rollout_key = _stream(config.seed, "rollout")
   update_key = _stream(config.seed, "update")
-  history = {}
   if start == 0:
-    history = trainer.evaluate(state.params, 0)
-    writer.write(0, history, "rl")
+    writer.write(0, trainer.evaluate(state.params, 0), "rl")
   bar = _Progress(config.train.progress, steps, start, config.algo.name)
   pending = False
   for step in range(start + 1, steps + 1):
