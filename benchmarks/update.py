@@ -1,6 +1,7 @@
 """GRPO update throughput: rlx (JAX) vs a straightforward PyTorch step.
 
     python benchmarks/update.py [--runs 3] [--no-bf16] [--no-memory]
+    python benchmarks/update.py --preset=llama-3.2-1b --batch=8   # on a GPU
 
 One GRPO update (one epoch, one minibatch, beta = 0.04 with k3 KL, clipped
 ratio, AdamW + global-norm clipping) on `preset('bench50m')` with a batch of
@@ -8,7 +9,9 @@ ratio, AdamW + global-norm clipping) on `preset('bench50m')` with a batch of
 frameworks. Reports compile time, median step time, tokens/s, achieved
 FLOP/s against this machine's measured matmul peak, and the compiled peak
 temporary memory of the log-prob pass at B=8, T=1024, V=151936 with and
-without chunking.
+without chunking. When jax runs on a GPU and torch sees one, the torch step
+runs on `cuda` too (bf16 autocast over the whole batch) and the matmul peaks
+are measured at 8192^3.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from rlx import algos
 from rlx.models import init_model, make_mesh, preset
 from rlx.models.hf import config_to_hf, hf_names
 
-B, T, PROMPT = 8, 192, 64
+B, T, PROMPT = 8, 192, 64  # B: --batch
+TORCH_DEVICE = "cpu"  # "cuda" when jax runs on a GPU and torch sees one
 BETA, EPS = 0.04, 0.2
 
 
@@ -73,10 +77,12 @@ def median_time(fn, runs: int) -> float:
 
 
 def matmul_peak(runs: int, n: int = 2048) -> dict:
-  """Square-matmul FLOP/s of each framework (torch bf16 at n=512: it is
-  ~50x slower than fp32 on CPUs without AVX512-BF16)."""
+  """Square-matmul FLOP/s of each framework (torch bf16 at n=512 on CPU: it
+  is ~50x slower than fp32 on CPUs without AVX512-BF16)."""
   import torch
 
+  cuda = TORCH_DEVICE == "cuda"
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
   out = {}
   for name, jdt, tdt in (
     ("fp32", jnp.float32, torch.float32),
@@ -87,10 +93,11 @@ def matmul_peak(runs: int, n: int = 2048) -> dict:
     f(a).block_until_ready()
     t = median_time(lambda f=f, a=a: f(a).block_until_ready(), runs + 2)
     out[f"jax_{name}"] = 2 * n**3 / t
-    m = n if name == "fp32" else 512
-    ta = torch.ones((m, m), dtype=tdt)
+    m = n if name == "fp32" or cuda else 512
+    ta = torch.ones((m, m), dtype=tdt, device=TORCH_DEVICE)
     ta @ ta
-    t = median_time(lambda ta=ta: ta @ ta, runs + 2)
+    sync()
+    t = median_time(lambda ta=ta: (ta @ ta, sync()), runs + 2)
     out[f"torch_{name}"] = 2 * m**3 / t
   return out
 
@@ -138,7 +145,8 @@ def torch_model(params_np, config):
   import transformers
 
   hf = config_to_hf(config)
-  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf))
+  hf_config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
+  model = transformers.AutoModelForCausalLM.from_config(hf_config)
   flat = dict(nnx.to_flat_state(params_np))
   state = {}
   for ours, name, transposed in hf_names(config):
@@ -147,7 +155,7 @@ def torch_model(params_np, config):
     value = np.ascontiguousarray(value.T if transposed else value)
     state[name] = torch.from_numpy(value)
   model.load_state_dict(state, strict=False)
-  return model.float()
+  return model.float().to(TORCH_DEVICE)
 
 
 def torch_step(params_np, config, batch, bf16, completion_logits_only):
@@ -162,7 +170,7 @@ def torch_step(params_np, config, batch, bf16, completion_logits_only):
   model = torch_model(params_np, config)
   model.train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
-  tb = {k: torch.from_numpy(v) for k, v in batch.items()}
+  tb = {k: torch.from_numpy(v).to(TORCH_DEVICE) for k, v in batch.items()}
   tokens, mask = tb["tokens"].long(), tb["mask"].long()
   start = PROMPT if completion_logits_only else 1
   keep = T - start + 1 if completion_logits_only else 0
@@ -171,7 +179,7 @@ def torch_step(params_np, config, batch, bf16, completion_logits_only):
   adv = tb["advantages"][:, None]
 
   def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(TORCH_DEVICE, dtype=torch.bfloat16, enabled=bf16):
       logits = model(
         input_ids=tokens, attention_mask=mask, logits_to_keep=keep
       ).logits
@@ -223,7 +231,10 @@ def logprob_pass_memory(chunk_size, b=8, t=1024, vocab=151936) -> int:
 
 
 def main():
+  global B, TORCH_DEVICE
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--preset", default="bench50m")
+  parser.add_argument("--batch", type=int, default=B)
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--no-bf16", action="store_true")
   parser.add_argument("--no-memory", action="store_true")
@@ -231,16 +242,26 @@ def main():
   args = parser.parse_args()
   import torch
 
-  print(
-    f"jax {jax.__version__} on {jax.devices()[0].platform}, torch "
-    f"{torch.__version__} with {torch.get_num_threads()} threads"
+  B = args.batch
+  gpu = jax.default_backend() == "gpu"
+  if gpu and torch.cuda.is_available():
+    TORCH_DEVICE = "cuda"
+  where = (
+    torch.cuda.get_device_name()
+    if TORCH_DEVICE == "cuda"
+    else f"cpu with {torch.get_num_threads()} threads"
   )
-  config = preset("bench50m")
+  print(
+    f"jax {jax.__version__} on {jax.devices()[0].device_kind}, torch "
+    f"{torch.__version__} on {where}; {args.preset}, {B}x{T} tokens"
+  )
+  config = preset(args.preset)
   params_np = jax.tree.map(np.asarray, nnx.split(init_model(config, 0))[1])
   batch = make_batch(config.vocab_size)
-  peak = matmul_peak(args.runs)
+  n = 8192 if gpu else 2048
+  peak = matmul_peak(args.runs, n)
   print(
-    "matmul peak GFLOP/s (2048^3): "
+    f"matmul peak GFLOP/s ({n}^3): "
     + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in peak.items())
   )
   full_flops = train_flops(config, B * T)
@@ -263,7 +284,14 @@ def main():
           params_np, config, batch, False, only
         )
     times = interleaved(steps, args.runs)
-    if dt == "bf16":
+    if dt == "bf16" and TORCH_DEVICE == "cuda":
+      for label, only in (
+        ("torch autocast, all logits", False),
+        ("torch autocast, completion logits", True),
+      ):
+        fn, losses[label] = torch_step(params_np, config, batch, True, only)
+        times[label] = median_time(fn, args.runs)
+    elif dt == "bf16":
       # CPU torch bf16 matmuls run at ~1 GFLOP/s without AVX512-BF16: time
       # one row and scale to the batch.
       one = {k: v[:1] for k, v in batch.items()}
@@ -283,17 +311,18 @@ def main():
           gf / 1e9,
           100 * gf / peak[f"{fw}_fp32"],
           losses[label],
+          100 * gf / peak[f"{fw}_{dt}"],
         )
       )
   print(
     f"\n| GRPO step, {B}x{T} tokens | compile s | step s | tokens/s "
-    f"| GFLOP/s | % fp32 peak | loss |"
+    f"| GFLOP/s | % fp32 peak | % own-dtype peak | loss |"
   )
-  print("| --- | --- | --- | --- | --- | --- | --- |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     print(
-      f"| {r[0]} | {r[1]:.1f} | {r[2]:.2f} | {r[3]:.0f} | {r[4]:.1f} "
-      f"| {r[5]:.0f}% | {r[6]:.5f} |"
+      f"| {r[0]} | {r[1]:.1f} | {r[2]:.3f} | {r[3]:.0f} | {r[4]:.1f} "
+      f"| {r[5]:.0f}% | {r[7]:.0f}% | {r[6]:.5f} |"
     )
   best = lambda p: min(r[2] for r in rows if r[0].startswith(p))
   for dt in ["fp32"] + ([] if args.no_bf16 else ["bf16"]):
