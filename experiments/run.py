@@ -2,12 +2,20 @@
 
 Overrides: `--config.algo.options.beta=0.0`; variants: `--config=FILE:arg`;
 output: `--workdir=DIR` (a rerun with the same workdir resumes).
+
+Multi-host: start one process per host, each with the same flags and a
+`--workdir` on storage every host can reach, plus either
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` or, on
+TPU VMs and SLURM (where JAX finds these itself), `--distributed`. They
+call `jax.distributed.initialize` before anything else; the mesh then spans
+every process's devices. Process 0 writes metrics, plots and the export.
 """
 
 import json
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -24,13 +32,33 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
   "workdir", "runs/default", "Output directory; reruns resume from it."
 )
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed",
+  False,
+  "Multi-host: jax.distributed.initialize() with what JAX detects (TPU "
+  "VMs, SLURM); implied by the three flags below.",
+)
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "Multi-host: HOST:PORT of process 0."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Multi-host: the number of processes."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "Multi-host: this process's index, 0 to N-1."
+)
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  cluster = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if _DISTRIBUTED.value or any(v is not None for v in cluster):
+    jax.distributed.initialize(*cluster)
   config = _CONFIG.value
   summary = train.run(config, _WORKDIR.value)
+  if jax.process_index() != 0:
+    return
   if summary:
     before, after = summary["before"], summary["after"]
     print(

@@ -6,6 +6,10 @@ asynchronous; orbax writes into a temporary directory and renames it when
 complete, so a run killed at any moment leaves only whole checkpoints. On
 restore a checkpoint that fails to load is reported and the previous one is
 tried, so a damaged latest checkpoint costs steps, not the run.
+
+Multi-host: every process calls the same methods with its shards of the
+state (orbax synchronises them and writes each array once) on a directory
+all of them can reach.
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ algorithm, checkpointing as it goes; a restarted run resumes from the
 latest checkpoint in `workdir` (params, optimizer state, data position and,
 through `fold_in(stream, step)`, the random numbers), so an interrupted run
 ends bitwise identical to an uninterrupted one.
+
+Multi-host: every process runs this same loop. Each draws the same global
+prompt batch and works on its own rows of it (those of its devices' batch
+shards, `Trainer.rows`): it decodes them, scores them and feeds them to
+the update; scalar metrics are combined across processes (`gather`). Only
+process 0 writes metrics, plots and exports; all take part in checkpoints.
+With one process this is the single-host loop.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import time
 import zlib
 from collections import Counter
@@ -22,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from rlx import algos, decoding, models, rewards
 from rlx.data import DataIterator
@@ -61,8 +70,10 @@ def build_tokenizer(config, task, workdir: str) -> tokenizer_lib.Tokenizer:
     user_defined_symbols=TASK_SYMBOLS,
     cover_ascii=False,
   )
-  if jax.process_index() == 0:
-    tok.save(saved)
+  if jax.process_index() == 0:  # atomically: other processes may load it
+    shutil.rmtree(saved + ".tmp", ignore_errors=True)
+    tok.save(saved + ".tmp")
+    os.replace(saved + ".tmp", saved)
   return tok
 
 
@@ -173,6 +184,15 @@ class Trainer:
     os.makedirs(workdir, exist_ok=True)
     mc = config.mesh
     self.mesh = models.make_mesh(mc.data, mc.fsdp, mc.tensor)
+    # The batch shards each process holds (those of its devices).
+    self.num_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    index = models.batch_sharding(self.mesh, 1).devices_indices_map(
+      (self.num_shards,)
+    )
+    shards = [set() for _ in range(jax.process_count())]
+    for device, i in index.items():
+      shards[device.process_index].update(np.arange(self.num_shards)[i])
+    self.shards = [sorted(s) for s in shards]
 
     try:
       task = tasks_lib.make_task(config.task.name, **dict(config.task.options))
@@ -214,6 +234,47 @@ class Trainer:
     ]
     self._samplers = {}
 
+  # Rows of a batch by process ------------------------------------------------
+
+  def rows(self, n: int, process: int | None = None) -> np.ndarray:
+    """The rows of an n-row batch that `process` (default: this one) holds,
+    in the order `jax.make_array_from_process_local_data` expects them."""
+    size = n // self.num_shards
+    shards = self.shards[jax.process_index() if process is None else process]
+    return np.concatenate([np.arange(s * size, (s + 1) * size) for s in shards])
+
+  def local(self, examples: list) -> list:
+    """This process's rows of a global batch of examples."""
+    return [examples[i] for i in self.rows(len(examples))]
+
+  def gather(self, local) -> np.ndarray:
+    """The whole batch, on every process, from each process's rows of it."""
+    local = np.asarray(local)
+    n = len(local) // len(self.shards[jax.process_index()]) * self.num_shards
+    rows = [self.rows(n, p) for p in range(jax.process_count())]
+    whole = np.empty((n, *local.shape[1:]), local.dtype)
+    whole[np.concatenate(rows)] = multihost_utils.process_allgather(
+      local, tiled=True
+    )
+    return whole
+
+  def fetch(self, x: jax.Array) -> np.ndarray:
+    """This process's rows of a global array (batch on axis 0)."""
+    x = jax.device_put(x, models.batch_sharding(self.mesh, x.ndim))
+    parts = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+    return np.concatenate([np.asarray(parts[k]) for k in sorted(parts)])
+
+  def mean_over_processes(self, metrics: dict) -> dict:
+    """Per-process scalars -> global: means, or sums for failure counts."""
+    keys = sorted(metrics)
+    values = multihost_utils.process_allgather(
+      np.array([metrics[k] for k in keys], np.float64)
+    )
+    return {
+      k: float(v.sum() if k.startswith("reward_failures/") else v.mean())
+      for k, v in zip(keys, values.T)
+    }
+
   # Rollout --------------------------------------------------------------------
 
   def sampler(self, temperature: float, num_samples: int, strategy: str):
@@ -247,15 +308,17 @@ class Trainer:
     return self._samplers[key]
 
   def generate(self, params, examples, key, temperature, num_samples, strategy):
-    """Completions for `examples` (num_samples consecutive rows each)."""
-    prompts = encode_prompts(examples, self.tokenizer, self.add_bos)
+    """Completions of a global batch of `examples` (num_samples consecutive
+    rows each): this process's prompt tokens, mask and decoder output rows.
+    Every process calls it with the same examples."""
+    prompts = encode_prompts(self.local(examples), self.tokenizer, self.add_bos)
     tokens, mask = decoding.pad_prompts(
       prompts, self.tokenizer.pad_id, length=self.prompt_len
     )
-    put = lambda x: jax.device_put(x, models.batch_sharding(self.mesh, x.ndim))
+    batch = algos.host_local_to_global({"t": tokens, "m": mask}, self.mesh)
     fn = self.sampler(temperature, num_samples, strategy)
-    out = fn(params, put(tokens), put(mask), key)
-    return tokens, mask, jax.device_get(out)
+    out = fn(params, batch["t"], batch["m"], key)
+    return tokens, mask, jax.tree.map(self.fetch, out)
 
   def decode_texts(self, out) -> list[str]:
     return [
@@ -269,6 +332,8 @@ class Trainer:
     return tasks_lib.collate_fields(examples, self.task.reward_fields, repeat)
 
   def score(self, examples, completions, lengths):
+    """Rewards of this process's rows of a global batch of `examples`."""
+    examples = self.local(examples)
     fields = self.task_fields(examples, self.G)
     fields["completion_lengths"] = [int(n) for n in lengths]
     fields["group_size"] = self.G
@@ -282,49 +347,60 @@ class Trainer:
       fail_on_error=self.config.reward.fail_on_error,
     )
     correct = _is_correct(completions, fields)
+    metrics = self.mean_over_processes(metrics)
     return np.asarray(total, np.float32), correct, metrics
 
   # Evaluation -----------------------------------------------------------------
 
   def evaluate(self, params, step: int) -> dict:
-    """Greedy accuracy, pass@k, maj@k and mean length on held-out prompts."""
+    """Greedy accuracy, pass@k, maj@k and mean length on held-out prompts.
+
+    Each process scores its rows of every chunk; `gather` combines them."""
     e = self.config.eval
     examples = self.task.eval[: e.num_prompts]
-    shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    shards = self.num_shards
     batch = max(shards, e.batch_size // shards * shards)
     key = jax.random.fold_in(_stream(self.config.seed, "eval"), step)
     correct, lengths, passk, majk = [], [], [], []
     for start in range(0, len(examples), batch):
       chunk = examples[start : start + batch]
       padded = chunk + [chunk[-1]] * (batch - len(chunk))
+      local = self.local(padded)
       _, _, out = self.generate(params, padded, key, 0.0, 1, "sample")
-      texts = self.decode_texts(out)[: len(chunk)]
-      correct.extend(_is_correct(texts, self.task_fields(chunk, 1)))
-      lengths.extend(out.lengths[: len(chunk)])
+      texts = self.decode_texts(out)
+      correct.append(_is_correct(texts, self.task_fields(local, 1)))
+      lengths.append(out.lengths)
       if e.num_samples:
         k = e.num_samples
         sub = jax.random.fold_in(key, start)
         _, _, out = self.generate(
           params, padded, sub, e.temperature, k, "sample"
         )
-        texts = self.decode_texts(out)[: len(chunk) * k]
-        ok = _is_correct(texts, self.task_fields(chunk, k)).reshape(-1, k)
-        passk.extend(ok.any(axis=1))
+        texts = self.decode_texts(out)
+        ok = _is_correct(texts, self.task_fields(local, k)).reshape(-1, k)
+        passk.append(ok.any(axis=1))
         if "answer" in self.task.reward_fields:
-          for i, ex in enumerate(chunk):
-            majk.append(
+          majk.append(
+            [
               _majority_correct(
                 texts[i * k : (i + 1) * k], self.task_fields([ex], 1)
               )
-            )
+              for i, ex in enumerate(local)
+            ]
+          )
+
+    def mean(chunks):  # every process's rows, less the last chunk's padding
+      rows = np.concatenate([self.gather(c) for c in chunks])
+      return float(np.mean(rows[: len(examples)]))
+
     metrics = {
-      "eval/accuracy": float(np.mean(correct)),
-      "eval/response_length": float(np.mean(lengths)),
+      "eval/accuracy": mean(correct),
+      "eval/response_length": mean(lengths),
     }
     if passk:
-      metrics[f"eval/pass@{e.num_samples}"] = float(np.mean(passk))
+      metrics[f"eval/pass@{e.num_samples}"] = mean(passk)
     if majk:
-      metrics[f"eval/maj@{e.num_samples}"] = float(np.mean(majk))
+      metrics[f"eval/maj@{e.num_samples}"] = mean(majk)
     return metrics
 
 
@@ -370,10 +446,11 @@ def make_sft_algo(config) -> algos.Algo:
 
 
 def _sft_batch(trainer: Trainer, examples) -> dict:
-  """Prompt + worked solution + EOS, loss on the solution tokens only."""
+  """This process's rows of a global batch of `examples`: prompt + worked
+  solution + EOS, loss on the solution tokens only."""
   tok = trainer.tokenizer
   rows, masks = [], []
-  for e in examples:
+  for e in trainer.local(examples):
     prompt = tok.encode(e["prompt"], add_bos=trainer.add_bos)
     answer = tok.encode(e["solution"])
     if tok.eos_id is not None:
@@ -400,7 +477,8 @@ def _to_device(batch: dict, mesh) -> dict:
 
 
 def _scalars(tree) -> dict:
-  return {k: float(v) for k, v in jax.device_get(tree).items()}
+  """Replicated scalars (on every process) -> floats."""
+  return {k: float(v.addressable_data(0)) for k, v in tree.items()}
 
 
 class _Progress:
@@ -451,9 +529,7 @@ def run_sft(trainer: Trainer, writer):
   if restored is not None:
     start, state, meta = restored
     data.restore(meta["data"])
-    metrics_lib.truncate_metrics(
-      trainer.workdir, lambda r: r["phase"] != "sft" or r["step"] <= start
-    )
+    writer.truncate(lambda r: r["phase"] != "sft" or r["step"] <= start)
   if start >= steps:
     ckpt.close()
     return state.params
@@ -508,13 +584,9 @@ def run_rl(trainer: Trainer, sft_params, writer):
     start, state, meta = restored
     data.restore(meta["data"])
     running_mean = meta.get("running_mean", 0.0)
-    metrics_lib.truncate_metrics(
-      trainer.workdir, lambda rec: rec["phase"] != "rl" or rec["step"] <= start
-    )
+    writer.truncate(lambda rec: rec["phase"] != "rl" or rec["step"] <= start)
   else:
-    metrics_lib.truncate_metrics(
-      trainer.workdir, lambda rec: rec["phase"] != "rl"
-    )
+    writer.truncate(lambda rec: rec["phase"] != "rl")
 
   graphdef = trainer.graphdef
   u = algo.update
@@ -589,9 +661,9 @@ def run_rl(trainer: Trainer, sft_params, writer):
     t3 = time.perf_counter()
 
     record = {
-      "train/reward": float(reward.mean()),
-      "train/accuracy": float(correct.mean()),
-      "train/response_length": float(out.lengths.mean()),
+      "train/reward": float(trainer.gather(reward).mean()),
+      "train/accuracy": float(trainer.gather(correct).mean()),
+      "train/response_length": float(trainer.gather(out.lengths).mean()),
       "time/rollout_s": t1 - t0,
       "time/reward_s": t2 - t1,
       "time/update_s": t3 - t2,
@@ -616,6 +688,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
 
 
 def _rollout(trainer: Trainer, params, data, key):
+  """The global batch of examples and this process's rollout rows."""
   examples = next(data)
   strategy = trainer.config.rollout.strategy
   temperature = trainer.config.rollout.temperature
@@ -629,10 +702,16 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
   """DAPO: replace groups whose rewards are all equal by fresh groups.
 
   Up to `dynamic_sampling_max_rounds` extra rollouts; groups still missing
-  are filled with zero-std groups, so the batch shape never changes.
+  are filled with zero-std groups, so the batch shape never changes. Groups
+  are picked from the whole batch (gathered from every process); each
+  process then keeps its rows of the result.
   """
   G = trainer.G
-  examples, tokens, mask, out, reward, correct = first
+
+  def whole(rollout):  # (examples, tokens, mask, out, reward, correct)
+    return (rollout[0], *jax.tree.map(trainer.gather, rollout[1:]))
+
+  examples, tokens, mask, out, reward, correct = whole(first)
   n = len(examples)
 
   def informative(rew):
@@ -649,6 +728,7 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
     key = jax.random.fold_in(jax.random.fold_in(rollout_key, step), rounds)
     ex, tk, mk, o, texts = _rollout(trainer, params, data, key)
     rew, cor, _ = trainer.score(ex, texts, o.lengths)
+    ex, tk, mk, o, rew, cor = whole((ex, tk, mk, o, rew, cor))
     good = [i for i in range(n) if informative(rew)[i]]
     pool.append((ex, tk, mk, o, rew, cor, good))
     have += len(good)
@@ -681,15 +761,15 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
     "dynamic_sampling/rounds": rounds,
     "dynamic_sampling/informative_groups": min(have, n) / n,
   }
-  return (
-    new_examples,
+  picked = (
     new_tokens,
     new_mask,
     new_out,
     gather_rows(lambda e: e[4]),
     gather_rows(lambda e: e[5]),
-    metrics,
   )
+  local = lambda x: x[trainer.rows(len(x))]
+  return (new_examples, *jax.tree.map(local, picked), metrics)
 
 
 def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
@@ -715,7 +795,8 @@ def run(config, workdir: str) -> dict:
   checkpoints/{sft,rl}/ and export/ (HF format, with the tokenizer).
   """
   trainer = Trainer(config, workdir)
-  writer = metrics_lib.MetricsWriter(workdir)
+  main = jax.process_index() == 0
+  writer = metrics_lib.MetricsWriter(workdir, enabled=main)
   try:
     params = trainer.initial_params
     if config.sft.steps:
@@ -723,16 +804,19 @@ def run(config, workdir: str) -> dict:
     params = run_rl(trainer, params, writer)
   finally:
     writer.close()
+  multihost_utils.sync_global_devices("rlx.train.run: metrics written")
   final = [
     r
     for r in metrics_lib.read_metrics(workdir)
     if r.get("phase") == "rl" and "eval/accuracy" in r
   ]
-  metrics_lib.plot_metrics(workdir)
+  if main:
+    metrics_lib.plot_metrics(workdir)
   if config.train.export:
     export = os.path.join(workdir, "export")
     models.save_pretrained(nnx.merge(trainer.graphdef, params), export)
-    trainer.tokenizer.save(export)
+    if main:
+      trainer.tokenizer.save(export)
   summary = {}
   if final:
     summary = {"before": final[0], "after": final[-1]}

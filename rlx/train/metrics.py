@@ -26,18 +26,28 @@ def _clean(value):
 
 
 class MetricsWriter:
-  """Appends one JSON line per record and mirrors scalars to TensorBoard."""
+  """Appends one JSON line per record and mirrors scalars to TensorBoard.
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  `enabled=False` (processes other than 0 of a multi-host run) writes
+  nothing.
+  """
+
+  def __init__(
+    self, workdir: str, tensorboard: bool = True, enabled: bool = True
+  ):
     os.makedirs(workdir, exist_ok=True)
+    self.workdir = workdir
     self.path = os.path.join(workdir, METRICS_FILE)
+    self.enabled = enabled
     self._tb = None
-    if tensorboard:
+    if tensorboard and enabled:
       from tensorboardX import SummaryWriter
 
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: dict, phase: str = "rl") -> None:
+    if not self.enabled:
+      return
     record = {"phase": phase, "step": int(step)}
     record.update({k: _clean(v) for k, v in metrics.items()})
     with open(self.path, "a") as f:  # reopened: resume may rewrite it
@@ -47,6 +57,11 @@ class MetricsWriter:
         if key not in ("phase", "step") and value is not None:
           self._tb.add_scalar(f"{phase}/{key}", value, step)
       self._tb.flush()
+
+  def truncate(self, keep) -> None:
+    """`truncate_metrics(workdir, keep)` where enabled."""
+    if self.enabled:
+      truncate_metrics(self.workdir, keep)
 
   def close(self) -> None:
     if self._tb is not None:
