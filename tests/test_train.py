@@ -246,3 +246,27 @@ def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
     if s.isdigit()
   )
   assert 2 not in steps and 3 in steps
+
+
+def test_eval_metrics_aggregate_per_prompt(tmp_path, monkeypatch):
+  """Only the first row of each decoded chunk correct. 12 prompts in chunks
+  of 8 (the last padded by 4): greedy 2/12; with 2 samples per prompt the
+  first prompt of each chunk has 1 of 2 right: pass@2 2/12, mean@2 1/12.
+  Counting the padding would give 2/16 and 1/16."""
+  from rlx.train import loop
+
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.eval.num_prompts = 12
+  config.eval.batch_size = 8
+  config.eval.num_samples = 2
+  trainer = loop.Trainer(config, str(tmp_path))
+  assert trainer.num_shards in (1, 2, 4, 8)  # so chunks are of 8 prompts
+  monkeypatch.setattr(
+    loop,
+    "_is_correct",
+    lambda texts, fields: np.arange(len(texts)) == 0,
+  )
+  m = trainer.evaluate(trainer.initial_params, 0)
+  assert m["eval/accuracy"] == pytest.approx(2 / 12)
+  assert m["eval/pass@2"] == pytest.approx(2 / 12)
+  assert m["eval/mean@2"] == pytest.approx(1 / 12)

@@ -108,7 +108,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_prompts = 128
-  c.eval.num_samples = 4  # k of pass@k and maj@k (0: greedy only)
+  c.eval.num_samples = 4  # k of pass@k, mean@k, maj@k (0: greedy only)
   c.eval.temperature = 1.0
   c.eval.batch_size = 64
   return c

@@ -353,7 +353,9 @@ class Trainer:
   # Evaluation -----------------------------------------------------------------
 
   def evaluate(self, params, step: int) -> dict:
-    """Greedy accuracy, pass@k, maj@k and mean length on held-out prompts.
+    """Greedy accuracy, pass@k, maj@k, mean@k (the share of the k samples
+    that are correct: the sampled accuracy RL maximises) and mean length on
+    held-out prompts.
 
     Each process scores its rows of every chunk; `gather` combines them."""
     e = self.config.eval
@@ -361,7 +363,7 @@ class Trainer:
     shards = self.num_shards
     batch = max(shards, e.batch_size // shards * shards)
     key = jax.random.fold_in(_stream(self.config.seed, "eval"), step)
-    correct, lengths, passk, majk = [], [], [], []
+    correct, lengths, passk, meank, majk = [], [], [], [], []
     for start in range(0, len(examples), batch):
       chunk = examples[start : start + batch]
       padded = chunk + [chunk[-1]] * (batch - len(chunk))
@@ -379,6 +381,7 @@ class Trainer:
         texts = self.decode_texts(out)
         ok = _is_correct(texts, self.task_fields(local, k)).reshape(-1, k)
         passk.append(ok.any(axis=1))
+        meank.append(ok.mean(axis=1))
         if "answer" in self.task.reward_fields:
           majk.append(
             [
@@ -399,6 +402,7 @@ class Trainer:
     }
     if passk:
       metrics[f"eval/pass@{e.num_samples}"] = mean(passk)
+      metrics[f"eval/mean@{e.num_samples}"] = mean(meank)
     if majk:
       metrics[f"eval/maj@{e.num_samples}"] = mean(majk)
     return metrics
