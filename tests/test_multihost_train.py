@@ -3,11 +3,10 @@ two processes (2 CPU devices each, gloo collectives) against one process
 with 4 devices, then a restart that resumes from the shared checkpoints."""
 
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
+from multihost import free_port, run_processes
 from test_train import ROOT, _params_of
 from test_update_devices import assert_same_params
 
@@ -35,12 +34,6 @@ ROLLOUT_KEYS = (
 )
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _train(config, workdir, steps, processes):
   """`run.py` as `processes` processes sharing 4 CPU devices."""
   env = dict(os.environ)
@@ -60,31 +53,14 @@ def _train(config, workdir, steps, processes):
   ]
   if processes > 1:
     cmd += [
-      f"--coordinator_address=127.0.0.1:{_free_port()}",
+      f"--coordinator_address=127.0.0.1:{free_port()}",
       f"--num_processes={processes}",
     ]
-  procs = [
-    subprocess.Popen(
-      cmd + ([f"--process_id={i}"] if processes > 1 else []),
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
+  cmds = [
+    cmd + ([f"--process_id={i}"] if processes > 1 else [])
     for i in range(processes)
   ]
-  logs = []
-  try:
-    for p in procs:
-      logs.append(p.communicate(timeout=300)[0])
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
-  return logs
+  return run_processes(cmds, env, timeout=300)
 
 
 def _rl_records(workdir):

@@ -1,8 +1,6 @@
 """The same update on 1 device, 8 devices (two layouts) and 2 processes."""
 
 import os
-import socket
-import subprocess
 import sys
 
 import jax
@@ -10,6 +8,7 @@ import numpy as np
 import pytest
 import update_case
 from flax import nnx
+from multihost import free_port, run_processes
 
 from rlx import algos
 from rlx.models import create_sharded, init_model, make_mesh
@@ -56,41 +55,16 @@ def test_eight_devices_equal_one(one_device, layout):
   assert_same_params(params, want_params)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_equal_one(one_device, tmp_path):
   out = str(tmp_path / "params.npz")
-  port = _free_port()
+  port = free_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["PYTHONPATH"] = os.pathsep.join(
     [os.path.dirname(HERE), HERE, env.get("PYTHONPATH", "")]
   )
   worker = os.path.join(HERE, "multihost_worker.py")
-  procs = [
-    subprocess.Popen(
-      [sys.executable, worker, str(i), str(port), out],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  logs = []
-  try:
-    for p in procs:
-      logs.append(p.communicate(timeout=240)[0])
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
+  cmds = [[sys.executable, worker, str(i), str(port), out] for i in range(2)]
+  run_processes(cmds, env, timeout=240)
   saved = np.load(out)
   want_params, want_metrics = one_device
   leaves = [saved[f"arr_{i}"] for i in range(len(jax.tree.leaves(want_params)))]
