@@ -79,6 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
   c.optimizer.clip_norm = 1.0
   c.optimizer.schedule = "constant"  # or "cosine" (over train.steps)
   c.optimizer.warmup_steps = 0
