@@ -12,6 +12,7 @@ option of the same name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -143,27 +144,20 @@ def grpo_loss(
     ratio, adv, config.epsilon_low, config.epsilon_high, config.delta
   )
   metrics = losses.ratio_metrics(ratio, low, high, log_ratio, mask)
-  policy_loss = losses.aggregate(
-    per_token,
-    mask,
-    config.loss_type,
+  aggregate = functools.partial(
+    losses.aggregate,
+    mask_BxT=mask,
+    loss_type=config.loss_type,
     max_completion_length=config.max_completion_length,
     dapo_normalizer=dapo_normalizer,
   )
-  metrics["policy_loss"] = policy_loss
+  loss = metrics["policy_loss"] = aggregate(per_token)
   if config.beta > 0:
     kl = losses.kl_estimate(logp_BxT, ref_logp_BxT, config.kl_estimator)
     metrics["kl"] = losses.masked_mean(kl, mask)
     if config.use_bias_correction_kl:
       kl = kl * ratio
-    per_token = per_token + config.beta * kl
-  loss = losses.aggregate(
-    per_token,
-    mask,
-    config.loss_type,
-    max_completion_length=config.max_completion_length,
-    dapo_normalizer=dapo_normalizer,
-  )
+    loss = aggregate(per_token + config.beta * kl)
   if config.entropy_coef > 0:
     loss = loss - config.entropy_coef * losses.masked_mean(entropy_BxT, mask)
   metrics["loss"] = loss
