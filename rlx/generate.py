@@ -4,8 +4,13 @@
     --num_samples=4 --temperature=0.7 --top_p=0.9 --max_new_tokens=64
 
 DIR holds an HF `config.json` + safetensors and a tokenizer
-(`tokenizer.json` or `tokenizer.model`). `--num_beams>1` runs beam search.
-`--stop` strings are matched on their token ids (as `encode` gives them).
+(`tokenizer.json` or `tokenizer.model`). As HF's `tokenizer(prompt)`, BOS
+goes first when the tokenizer adds one (`--add_bos` / `--no-add_bos`
+override); `--chat` wraps each prompt as a user turn of the chat template.
+Generation stops on the EOS ids of `config.json`, `generation_config.json`
+and the tokenizer. `--num_beams>1` runs beam search (HF semantics,
+`--early_stopping`). `--stop` strings are matched on their token ids (as
+`encode` gives them).
 Budget forcing: `--think_end='</think>' --wait='Wait'
 --min_thinking_tokens=N --max_thinking_tokens=M`.
 """
@@ -13,6 +18,8 @@ Budget forcing: `--think_end='</think>' --wait='Wait'
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 
@@ -43,7 +50,16 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--num_return_sequences", type=int, default=1)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--stop", action="append", default=[], help="stop string")
-  p.add_argument("--add_bos", action="store_true")
+  p.add_argument(
+    "--add_bos",
+    action=argparse.BooleanOptionalAction,
+    default=None,
+    help="default: as the tokenizer does",
+  )
+  p.add_argument("--chat", action="store_true", help="apply chat template")
+  p.add_argument(
+    "--early_stopping", default="false", choices=("false", "true", "never")
+  )
   p.add_argument("--think_end", default="", help="e.g. '</think>'")
   p.add_argument("--wait", default="Wait", help="inserted by budget forcing")
   p.add_argument("--min_thinking_tokens", type=int, default=0)
@@ -53,14 +69,32 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _eos_ids(tok, config) -> tuple[int, ...]:
+def _eos_ids(tok, config, directory: str) -> tuple[int, ...]:
+  """The tokenizer's EOS, config.json's and generation_config.json's."""
+  found = [tok.eos_id, config.eos_token_id]
+  path = os.path.join(directory, "generation_config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      found.append(json.load(f).get("eos_token_id"))
   ids = set()
-  if tok.eos_id is not None:
-    ids.add(int(tok.eos_id))
-  eos = config.eos_token_id
-  if eos is not None:
-    ids.update([eos] if isinstance(eos, int) else eos)
-  return tuple(sorted(ids))
+  for eos in found:
+    if eos is not None:
+      ids.update([eos] if isinstance(eos, int) else eos)
+  return tuple(sorted(int(i) for i in ids))
+
+
+def _prompt_ids(tok, prompt: str, args) -> list[int]:
+  if args.chat:
+    if not hasattr(tok, "apply_chat_template"):
+      raise SystemExit(
+        f"--chat: the tokenizer in {args.model} has no chat template"
+      )
+    prompt = tok.apply_chat_template([{"role": "user", "content": prompt}])
+  add_bos = tok.adds_bos if args.add_bos is None else args.add_bos
+  ids = tok.encode(prompt, add_bos=add_bos)
+  if add_bos and ids[1:2] == [tok.bos_id]:  # the template wrote BOS already
+    ids = ids[1:]
+  return ids
 
 
 def main(argv=None) -> int:
@@ -68,15 +102,18 @@ def main(argv=None) -> int:
   tok = load_tokenizer(args.model)
   model = load_pretrained(args.model, dtype=args.dtype, param_dtype=args.dtype)
   graphdef, params = nnx.split(model)
-  prompts = [tok.encode(p, add_bos=args.add_bos) for p in args.prompt]
+  prompts = [_prompt_ids(tok, p, args) for p in args.prompt]
   tokens, mask = decoding.pad_prompts(prompts, tok.pad_id)
-  eos = _eos_ids(tok, model.config)
+  eos = _eos_ids(tok, model.config, args.model)
   start = time.perf_counter()
   if args.num_beams > 1:
     cfg = decoding.BeamConfig(
       max_new_tokens=args.max_new_tokens,
       num_beams=args.num_beams,
       length_penalty=args.length_penalty,
+      early_stopping={"true": True, "false": False}.get(
+        args.early_stopping, args.early_stopping
+      ),
       num_return_sequences=args.num_return_sequences,
       eos_ids=eos,
       pad_id=tok.pad_id,

@@ -49,3 +49,46 @@ def make_hf_checkpoint(path, family: str = "qwen2", seed: int = 0, **overrides):
   model = make_hf_model(family, seed, **overrides)
   model.save_pretrained(str(path), safe_serialization=True)
   return str(path), model
+
+
+def make_hf_tokenizer(path, texts, vocab_size: int = 300):
+  """A byte-level BPE `tokenizer.json` + `tokenizer_config.json` in `path`
+  (ids: <pad> 0, <unk> 1, <s> 2, </s> 3). As Llama's, `tokenizer(text)`
+  puts BOS first; the chat template writes `<s>role: content</s>` turns."""
+  import json
+
+  from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+  )
+
+  tok = Tokenizer(models.BPE(unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
+  tok.train_from_iterator(texts, trainer)
+  tok.post_processor = processors.TemplateProcessing(
+    single="<s> $A", special_tokens=[("<s>", 2)]
+  )
+  tok.save(str(path / "tokenizer.json"))
+  config = {
+    "bos_token": "<s>",
+    "eos_token": {"__type": "AddedToken", "content": "</s>", "special": True},
+    "pad_token": "<pad>",
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "chat_template": (
+      "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>"
+      "{% endfor %}{% if add_generation_prompt %}<s>assistant:{% endif %}"
+    ),
+  }
+  with open(path / "tokenizer_config.json", "w") as f:
+    json.dump(config, f)
+  return str(path)

@@ -1,9 +1,14 @@
 """CLI smoke test on a tiny checkpoint + SentencePiece tokenizer directory."""
 
+import json
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
-from hf_helpers import make_hf_checkpoint
+import transformers
+from hf_helpers import make_hf_checkpoint, make_hf_tokenizer
 
 from rlx import generate
 from rlx.data.tokenizer import train_sentencepiece
@@ -31,8 +36,11 @@ def checkpoint(tmp_path_factory):
 
 
 def _completions(stdout):
-  lines = stdout.strip().split("\n")
-  return [lines[i + 1] for i, x in enumerate(lines) if x.startswith("===")]
+  """The printed completions (they may hold newlines)."""
+  blocks = re.split(
+    r"^=== prompt \d+ completion \d+: .* ===\n", stdout, flags=re.M
+  )
+  return [b[:-1] if b.endswith("\n") else b for b in blocks[1:]]
 
 
 def test_cli_greedy_matches_hf_and_samples(checkpoint, capsys):
@@ -65,3 +73,83 @@ def test_cli_greedy_matches_hf_and_samples(checkpoint, capsys):
   assert generate.main(argv + ["--max_new_tokens=6"]) == 0
   out = _completions(capsys.readouterr().out)
   assert len(out) == 4 and out[0].startswith("The quick")
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+  """A Llama checkpoint with an HF tokenizer.json that adds BOS, and a
+  generation_config.json whose EOS list has a token the model likes."""
+  path = tmp_path_factory.mktemp("cli_hf")
+  make_hf_tokenizer(path, TEXTS)
+  ref_tok = transformers.AutoTokenizer.from_pretrained(str(path))
+  _, hf = make_hf_checkpoint(
+    path,
+    "llama",
+    seed=3,
+    vocab_size=len(ref_tok),
+    pad_token_id=0,
+    bos_token_id=2,
+    eos_token_id=3,
+  )
+  ids = ref_tok("What is 12").input_ids
+  with torch.no_grad():
+    free = hf.generate(
+      torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=0
+    )[0, len(ids) :]
+  eos = [3, int(free[4])]  # greedy decoding stops within 5 tokens
+  with open(os.path.join(path, "generation_config.json"), "w") as f:
+    json.dump({"eos_token_id": eos, "bos_token_id": 2}, f)
+  return str(path), ref_tok, hf, eos
+
+
+def _hf_texts(hf, ref_tok, ids, eos, **kw):
+  with torch.no_grad():
+    out = hf.generate(
+      torch.tensor([ids]), pad_token_id=0, eos_token_id=eos, **kw
+    )[:, len(ids) :]
+  return [ref_tok.decode(row, skip_special_tokens=True) for row in out]
+
+
+def test_cli_matches_hf_pipeline_with_hf_tokenizer(hf_dir, capsys):
+  """BOS as `tokenizer(prompt)` adds it, generation_config.json's EOS ids,
+  the chat template, and beam search with early stopping."""
+  path, ref_tok, hf, eos = hf_dir
+  prompt = "What is 12"
+  ids = ref_tok(prompt).input_ids
+  assert ids[0] == 2
+  base = [f"--model={path}", f"--prompt={prompt}", "--max_new_tokens=12"]
+  assert generate.main(base + ["--greedy"]) == 0
+  (text,) = _completions(capsys.readouterr().out)
+  (ref,) = _hf_texts(hf, ref_tok, ids, eos, max_new_tokens=12, do_sample=False)
+  assert text == prompt + ref
+
+  beam = ["--num_beams=3", "--num_return_sequences=2", "--early_stopping=true"]
+  assert generate.main(base + beam + ["--length_penalty=0.5"]) == 0
+  texts = _completions(capsys.readouterr().out)
+  refs = _hf_texts(
+    hf,
+    ref_tok,
+    ids,
+    eos,
+    max_new_tokens=12,
+    do_sample=False,
+    num_beams=3,
+    num_return_sequences=2,
+    early_stopping=True,
+    length_penalty=0.5,
+  )
+  assert texts == [prompt + r for r in refs]
+
+  chat_ids = ref_tok.apply_chat_template(
+    [{"role": "user", "content": prompt}],
+    add_generation_prompt=True,
+    tokenize=True,
+  )
+  chat_ids = getattr(chat_ids, "input_ids", chat_ids)
+  assert chat_ids[0] == 2 and chat_ids[1] != 2  # one BOS
+  assert generate.main(base + ["--greedy", "--chat"]) == 0
+  (text,) = _completions(capsys.readouterr().out)
+  (ref,) = _hf_texts(
+    hf, ref_tok, list(chat_ids), eos, max_new_tokens=12, do_sample=False
+  )
+  assert text == prompt + ref

@@ -1,10 +1,10 @@
 """Tokenizer round trips: SentencePiece and HF tokenizer.json backends."""
 
-import json
 import os
 
 import numpy as np
 import pytest
+from hf_helpers import make_hf_tokenizer
 
 from rlx.data.tokenizer import load_tokenizer, train_sentencepiece
 
@@ -21,6 +21,7 @@ def test_sentencepiece_round_trip_and_save(tmp_path):
     TEXTS, vocab_size=120, user_defined_symbols=["<think>", "</think>"]
   )
   assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 2, 3)
+  assert not tok.adds_bos  # rlx's own tokenizers: prompts as written
   for text in TEXTS[:4] + ["  two  spaces and 1234567890"]:
     ids = tok.encode(text)
     assert tok.decode(ids) == text
@@ -52,32 +53,7 @@ def test_batch_encode_left_pads_and_rejects_overlong():
 
 @pytest.fixture(scope="module")
 def hf_tokenizer_dir(tmp_path_factory):
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-  tok = Tokenizer(models.BPE(unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(
-    vocab_size=300,
-    special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
-    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-  )
-  tok.train_from_iterator(TEXTS, trainer)
-  path = tmp_path_factory.mktemp("hf_tok")
-  tok.save(str(path / "tokenizer.json"))
-  config = {
-    "bos_token": "<s>",
-    "eos_token": {"__type": "AddedToken", "content": "</s>", "special": True},
-    "pad_token": "<pad>",
-    "tokenizer_class": "PreTrainedTokenizerFast",
-    "chat_template": (
-      "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>"
-      "{% endfor %}{% if add_generation_prompt %}<s>assistant:{% endif %}"
-    ),
-  }
-  with open(path / "tokenizer_config.json", "w") as f:
-    json.dump(config, f)
-  return str(path)
+  return make_hf_tokenizer(tmp_path_factory.mktemp("hf_tok"), TEXTS)
 
 
 def test_hf_tokenizer_json_round_trip_matches_transformers(hf_tokenizer_dir):
@@ -86,6 +62,7 @@ def test_hf_tokenizer_json_round_trip_matches_transformers(hf_tokenizer_dir):
   tok = load_tokenizer(hf_tokenizer_dir)
   ref = transformers.AutoTokenizer.from_pretrained(hf_tokenizer_dir)
   assert (tok.bos_id, tok.eos_id, tok.pad_id) == (2, 3, 0)
+  assert tok.adds_bos and ref("hello").input_ids[0] == tok.bos_id
   for text in TEXTS[:4] + ["  spaces, ünïcode and 1234"]:
     ids = tok.encode(text)
     assert ids == ref.encode(text, add_special_tokens=False)

@@ -30,6 +30,9 @@ class Tokenizer:
   eos_id: int | None
   pad_id: int
   special_ids: frozenset[int]
+  # Whether the tokenizer's own pipeline puts BOS before a prompt (HF's
+  # `tokenizer(text)`); `encode` never does unless asked.
+  adds_bos: bool = False
 
   def _encode(self, text: str) -> list[int]:
     raise NotImplementedError
@@ -170,6 +173,10 @@ class HFTokenizer(Tokenizer):
         special.add(tok["id"])
     self.special_ids = frozenset(special)
     self.chat_template = self.config.get("chat_template")
+    with_special = self.tok.encode("a", add_special_tokens=True).ids
+    self.adds_bos = self.bos_id is not None and bool(
+      self.config.get("add_bos_token", with_special[:1] == [self.bos_id])
+    )
 
   def _encode(self, text):
     return self.tok.encode(text, add_special_tokens=False).ids
