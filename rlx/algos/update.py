@@ -171,6 +171,13 @@ def _advantage_metrics(batch: dict) -> dict:
   }
 
 
+def _scan(f, carry, xs):
+  """`lax.scan`, inlined when it has one step: a one-trip XLA while loop
+  copies its carry (params and optimizer state) on CPU."""
+  length = jax.tree.leaves(xs)[0].shape[0]
+  return jax.lax.scan(f, carry, xs, unroll=length == 1)
+
+
 def make_update_step(algo: Algo, graphdef, mesh: Mesh | None = None):
   """The pure `update_step(state, batch, key) -> (state, metrics)`.
 
@@ -215,7 +222,7 @@ def make_update_step(algo: Algo, graphdef, mesh: Mesh | None = None):
       return acc, (loss, metrics)
 
     zeros = jax.tree.map(jnp.zeros_like, trainable)
-    grads, (loss, metrics) = jax.lax.scan(
+    grads, (loss, metrics) = _scan(
       micro_step, zeros, split(minibatch, accum, 1)
     )
     return jnp.mean(loss), _reduce_metrics(metrics), grads
@@ -254,11 +261,11 @@ def make_update_step(algo: Algo, graphdef, mesh: Mesh | None = None):
         perm = jax.random.permutation(epoch_key, n)
         data = jax.tree.map(lambda x: jnp.take(x, perm, axis=0), batch)
       step = functools.partial(minibatch_step, ctx=ctx)
-      return jax.lax.scan(step, carry, split(data, u.num_minibatches, 0))
+      return _scan(step, carry, split(data, u.num_minibatches, 0))
 
     keys = jax.random.split(key, u.num_epochs)
     carry = ((state.params, state.value_head), state.opt_state)
-    carry, metrics = jax.lax.scan(epoch, carry, keys)
+    carry, metrics = _scan(epoch, carry, keys)
     (params, value_head), opt_state = carry
     metrics = {**_reduce_metrics(metrics), **_advantage_metrics(batch)}
     return TrainState(params, opt_state, state.step + 1, value_head), metrics
