@@ -54,7 +54,7 @@ def test_cli_greedy_matches_hf_and_samples(checkpoint, capsys):
     == 0
   )
   (text,) = _completions(capsys.readouterr().out)
-  ids = tok.encode(prompt)
+  ids = tok.encode(prompt, add_bos=True)  # SentencePiece: BOS first, as HF
   with torch.no_grad():
     ref = hf.generate(
       torch.tensor([ids]),

@@ -21,7 +21,7 @@ def test_sentencepiece_round_trip_and_save(tmp_path):
     TEXTS, vocab_size=120, user_defined_symbols=["<think>", "</think>"]
   )
   assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 2, 3)
-  assert not tok.adds_bos  # rlx's own tokenizers: prompts as written
+  assert tok.adds_bos  # prompts start with BOS, as the loop trains them
   for text in TEXTS[:4] + ["  two  spaces and 1234567890"]:
     ids = tok.encode(text)
     assert tok.decode(ids) == text

@@ -30,8 +30,9 @@ class Tokenizer:
   eos_id: int | None
   pad_id: int
   special_ids: frozenset[int]
-  # Whether the tokenizer's own pipeline puts BOS before a prompt (HF's
-  # `tokenizer(text)`); `encode` never does unless asked.
+  # Whether prompts start with BOS in this tokenizer's convention (HF's
+  # `tokenizer(text)`; the training loop and the generate CLI follow it);
+  # `encode` itself never adds it unless asked.
   adds_bos: bool = False
 
   def _encode(self, text: str) -> list[int]:
@@ -108,6 +109,7 @@ class SentencePieceTokenizer(Tokenizer):
     self.vocab_size = self.sp.get_piece_size()
     self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
     self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else None
+    self.adds_bos = self.bos_id is not None  # as HF's LlamaTokenizer
     pad = self.sp.pad_id()
     self.pad_id = pad if pad >= 0 else (self.eos_id or 0)
     self.special_ids = frozenset(

@@ -199,7 +199,7 @@ class Trainer:
     except (TypeError, ValueError) as e:
       raise ConfigError(f"config.task.options: {e}") from e
     self.tokenizer = build_tokenizer(config, task, workdir)
-    self.add_bos = self.tokenizer.bos_id is not None
+    self.add_bos = self.tokenizer.adds_bos
     self.task = check_prompt_lengths(task, self.tokenizer, config, self.add_bos)
     self.model = build_model(config, self.tokenizer, self.mesh)
     self.graphdef, params = nnx.split(self.model)
