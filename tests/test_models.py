@@ -19,7 +19,7 @@ from rlx.models import (
   preset,
   save_pretrained,
 )
-from rlx.models.hf import CheckpointError
+from rlx.models.hf import CheckpointError, config_from_hf
 
 LLAMA3_ROPE = {
   "rope_type": "llama3",
@@ -124,6 +124,63 @@ def test_transformers_4x_config_keys(tmp_path):
   logits, _ = model(jnp.asarray(tokens)[None])
   ref = _hf_logits(hf_model, tokens)
   assert np.abs(np.asarray(logits[0]) - ref).max() <= 1e-4
+
+
+YARN_LENGTH = {"original_max_position_embeddings": 16}
+
+
+@pytest.mark.parametrize(
+  "family, rope",
+  [
+    ("llama", {"rope_type": "linear", "factor": 4.0}),
+    ("qwen2", {"rope_type": "yarn", "factor": 4.0, **YARN_LENGTH}),
+    (
+      "qwen3",
+      {
+        "rope_type": "yarn",
+        "factor": 8.0,
+        **YARN_LENGTH,
+        "beta_fast": 16.0,
+        "beta_slow": 2.0,
+        "mscale": 0.7,
+        "mscale_all_dim": 0.5,
+        "truncate": False,
+      },
+    ),
+  ],
+)
+def test_rope_scaling_types_match_hf(family, rope, tmp_path):
+  """linear and YaRN RoPE (cos/sin attention factor included) give HF's
+  logits past the pretraining length, and survive export."""
+  rope = {"rope_theta": 5000.0, **rope}
+  path, hf_model = make_hf_checkpoint(
+    tmp_path / "hf", family, rope_parameters=rope
+  )
+  model = load_pretrained(path)
+  assert model.config.rope_scaling.rope_type == rope["rope_type"]
+  tokens = np.arange(3, 70)  # well past original_max_position_embeddings
+  logits, _ = model(jnp.asarray(tokens)[None])
+  ref = _hf_logits(hf_model, tokens)
+  assert np.abs(np.asarray(logits[0]) - ref).max() <= 1e-4
+  save_pretrained(model, str(tmp_path / "out"))
+  assert load_pretrained(str(tmp_path / "out")).config == model.config
+
+
+def test_unsupported_rope_scaling_is_refused():
+  base = {
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 32,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 64,
+  }
+  dynamic = {"rope_type": "dynamic", "factor": 2.0}
+  with pytest.raises(CheckpointError, match="rope_type='dynamic'"):
+    config_from_hf({**base, "rope_scaling": dynamic})
+  with pytest.raises(CheckpointError, match="lacks the key 'factor'"):
+    config_from_hf({**base, "rope_scaling": {"rope_type": "linear"}})
 
 
 def test_cached_decoding_equals_full_forward():

@@ -21,7 +21,12 @@ from jax.sharding import Mesh
 from safetensors import safe_open
 
 from rlx.models import sharding as sharding_lib
-from rlx.models.transformer import ModelConfig, RopeScaling, Transformer
+from rlx.models.transformer import (
+  ROPE_TYPES,
+  ModelConfig,
+  RopeScaling,
+  Transformer,
+)
 
 ARCHITECTURES = {
   "LlamaForCausalLM": "llama",
@@ -49,23 +54,44 @@ def _rope_from_hf(hf: dict) -> tuple[float, RopeScaling | None]:
   rope_type = merged.get("rope_type", merged.get("type", "default"))
   if rope_type == "default":
     return float(theta), None
+  if rope_type not in ROPE_TYPES:
+    raise CheckpointError(
+      f"config.json: rope_type={rope_type!r} is not supported; rlx supports "
+      f"'default' and {ROPE_TYPES}"
+    )
+  # As transformers: the pretraining length defaults to max_position_embeddings.
+  original = merged.get("original_max_position_embeddings") or hf.get(
+    "max_position_embeddings"
+  )
+  factor = merged.get("factor")
+  if factor is None and rope_type == "yarn" and original:
+    factor = hf["max_position_embeddings"] / original
+  fields = {"factor": factor}
+  if rope_type != "linear":
+    fields["original_max_position_embeddings"] = original
   if rope_type == "llama3":
-    try:
-      return float(theta), RopeScaling(
-        factor=float(merged["factor"]),
-        low_freq_factor=float(merged["low_freq_factor"]),
-        high_freq_factor=float(merged["high_freq_factor"]),
-        original_max_position_embeddings=int(
-          merged["original_max_position_embeddings"]
-        ),
-      )
-    except KeyError as e:
-      raise CheckpointError(
-        f"config.json: llama3 rope scaling lacks the key {e.args[0]!r}"
-      ) from None
-  raise CheckpointError(
-    f"config.json: rope_type={rope_type!r} is not supported; rlx supports "
-    "'default' and 'llama3'"
+    fields["low_freq_factor"] = merged.get("low_freq_factor")
+    fields["high_freq_factor"] = merged.get("high_freq_factor")
+  missing = [k for k, v in fields.items() if v is None]
+  if missing:
+    raise CheckpointError(
+      f"config.json: {rope_type} rope scaling lacks the key {missing[0]!r}"
+    )
+  extra = {}
+  if rope_type == "yarn":
+    for key in ("attention_factor", "mscale", "mscale_all_dim"):
+      if merged.get(key) is not None:
+        extra[key] = float(merged[key])
+    extra["beta_fast"] = float(merged.get("beta_fast") or 32)
+    extra["beta_slow"] = float(merged.get("beta_slow") or 1)
+    extra["truncate"] = bool(merged.get("truncate", True))
+  if rope_type != "linear":
+    extra["original_max_position_embeddings"] = int(original)
+  return float(theta), RopeScaling(
+    rope_type=rope_type,
+    factor=float(factor),
+    **{k: float(v) for k, v in fields.items() if k.endswith("freq_factor")},
+    **extra,
   )
 
 
@@ -159,13 +185,22 @@ def config_to_hf(config: ModelConfig, dtype: str = "float32") -> dict:
   }
   if c.rope_scaling is not None:
     s = c.rope_scaling
-    hf["rope_scaling"] = {
-      "rope_type": "llama3",
-      "factor": s.factor,
-      "low_freq_factor": s.low_freq_factor,
-      "high_freq_factor": s.high_freq_factor,
-      "original_max_position_embeddings": s.original_max_position_embeddings,
-    }
+    scaling = {"rope_type": s.rope_type, "factor": s.factor}
+    if s.rope_type != "linear":
+      scaling["original_max_position_embeddings"] = (
+        s.original_max_position_embeddings
+      )
+    if s.rope_type == "llama3":
+      scaling["low_freq_factor"] = s.low_freq_factor
+      scaling["high_freq_factor"] = s.high_freq_factor
+    if s.rope_type == "yarn":
+      scaling.update(
+        beta_fast=s.beta_fast, beta_slow=s.beta_slow, truncate=s.truncate
+      )
+      for key in ("attention_factor", "mscale", "mscale_all_dim"):
+        if getattr(s, key) is not None:
+          scaling[key] = getattr(s, key)
+    hf["rope_scaling"] = scaling
   if c.family == "qwen2":
     hf["use_sliding_window"] = False
   else:

@@ -25,14 +25,37 @@ from flax import nnx
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
+ROPE_TYPES = ("llama3", "linear", "yarn")
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
-  """Llama-3 style RoPE frequency scaling (`rope_type: llama3` in HF)."""
+  """RoPE frequency scaling, HF's `rope_type` llama3, linear or yarn.
+
+  llama3 reads low/high_freq_factor; yarn reads beta_fast / beta_slow /
+  truncate and scales cos and sin by `attention_factor` (default: from
+  `factor`, `mscale` and `mscale_all_dim`, as HF); both read
+  original_max_position_embeddings. linear divides the frequencies by
+  `factor`.
+  """
 
   factor: float
-  low_freq_factor: float
-  high_freq_factor: float
-  original_max_position_embeddings: int
+  low_freq_factor: float = 1.0
+  high_freq_factor: float = 4.0
+  original_max_position_embeddings: int = 8192
+  rope_type: str = "llama3"
+  beta_fast: float = 32.0
+  beta_slow: float = 1.0
+  truncate: bool = True
+  attention_factor: float | None = None
+  mscale: float | None = None
+  mscale_all_dim: float | None = None
+
+  def __post_init__(self):
+    if self.rope_type not in ROPE_TYPES:
+      raise ValueError(
+        f"RopeScaling.rope_type={self.rope_type!r}: allowed {ROPE_TYPES}"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +347,10 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
   s = config.rope_scaling
   if s is None:
     return inv_freq
+  if s.rope_type == "linear":
+    return (inv_freq / np.float32(s.factor)).astype(np.float32)
+  if s.rope_type == "yarn":
+    return _yarn_inv_freq(config.rope_theta, dim, s)
   low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
   high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
   wavelen = 2 * math.pi / inv_freq
@@ -334,6 +361,47 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
   smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
   medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
   return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def _yarn_inv_freq(base: float, dim: int, s: RopeScaling) -> np.ndarray:
+  """YaRN: interpolated low frequencies, extrapolated high ones, a linear
+  ramp between (as HF's `_compute_yarn_parameters`)."""
+
+  def correction_dim(rotations):
+    length = s.original_max_position_embeddings / (rotations * 2 * math.pi)
+    return dim * math.log(length) / (2 * math.log(base))
+
+  low, high = correction_dim(s.beta_fast), correction_dim(s.beta_slow)
+  if s.truncate:
+    low, high = math.floor(low), math.ceil(high)
+  low, high = max(low, 0), min(high, dim - 1)
+  if low == high:
+    high += 0.001
+  ramp = (np.arange(dim // 2, dtype=np.float32) - low) / (high - low)
+  extrapolate = 1 - np.clip(ramp, 0, 1).astype(np.float32)
+  pos_freqs = np.float32(base) ** (
+    np.arange(0, dim, 2).astype(np.float32) / dim
+  )
+  extrapolated = 1.0 / pos_freqs
+  interpolated = 1.0 / (np.float32(s.factor) * pos_freqs)
+  out = interpolated * (1 - extrapolate) + extrapolated * extrapolate
+  return out.astype(np.float32)
+
+
+def rope_attention_factor(config: ModelConfig) -> float:
+  """The factor on cos and sin (1 except for YaRN)."""
+  s = config.rope_scaling
+  if s is None or s.rope_type != "yarn":
+    return 1.0
+  if s.attention_factor is not None:
+    return s.attention_factor
+
+  def mscale(m=1.0):
+    return 1.0 if s.factor <= 1 else 0.1 * m * math.log(s.factor) + 1.0
+
+  if s.mscale and s.mscale_all_dim:
+    return mscale(s.mscale) / mscale(s.mscale_all_dim)
+  return mscale()
 
 
 def apply_rope(x_BxTxHxD, cos_BxTxD, sin_BxTxD):
@@ -510,6 +578,8 @@ class Transformer(nnx.Module):
     freqs = positions_BxT.astype(jnp.float32)[..., None] * rope_inv_freq(c)
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     cos, sin = jnp.cos(emb), jnp.sin(emb)
+    if (attention_factor := rope_attention_factor(c)) != 1.0:
+      cos, sin = cos * attention_factor, sin * attention_factor
 
     causal_TxT = jnp.tril(jnp.ones((T, T), bool))
     if cache is None:
