@@ -85,7 +85,7 @@ def _eos_ids(tok, config, directory: str) -> tuple[int, ...]:
 
 def _prompt_ids(tok, prompt: str, args) -> list[int]:
   if args.chat:
-    if not hasattr(tok, "apply_chat_template"):
+    if not getattr(tok, "chat_template", None):
       raise SystemExit(
         f"--chat: the tokenizer in {args.model} has no chat template"
       )

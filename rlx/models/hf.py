@@ -66,33 +66,29 @@ def _rope_from_hf(hf: dict) -> tuple[float, RopeScaling | None]:
   factor = merged.get("factor")
   if factor is None and rope_type == "yarn" and original:
     factor = hf["max_position_embeddings"] / original
-  fields = {"factor": factor}
+  kwargs = {"factor": factor}
   if rope_type != "linear":
-    fields["original_max_position_embeddings"] = original
+    kwargs["original_max_position_embeddings"] = original
   if rope_type == "llama3":
-    fields["low_freq_factor"] = merged.get("low_freq_factor")
-    fields["high_freq_factor"] = merged.get("high_freq_factor")
-  missing = [k for k, v in fields.items() if v is None]
+    kwargs["low_freq_factor"] = merged.get("low_freq_factor")
+    kwargs["high_freq_factor"] = merged.get("high_freq_factor")
+  if rope_type == "yarn":
+    kwargs["beta_fast"] = merged.get("beta_fast") or 32
+    kwargs["beta_slow"] = merged.get("beta_slow") or 1
+    for key in ("attention_factor", "mscale", "mscale_all_dim"):
+      if merged.get(key) is not None:
+        kwargs[key] = merged[key]
+  missing = [k for k, v in kwargs.items() if v is None]
   if missing:
     raise CheckpointError(
       f"config.json: {rope_type} rope scaling lacks the key {missing[0]!r}"
     )
-  extra = {}
+  kwargs = {k: float(v) for k, v in kwargs.items()}
+  if "original_max_position_embeddings" in kwargs:
+    kwargs["original_max_position_embeddings"] = int(original)
   if rope_type == "yarn":
-    for key in ("attention_factor", "mscale", "mscale_all_dim"):
-      if merged.get(key) is not None:
-        extra[key] = float(merged[key])
-    extra["beta_fast"] = float(merged.get("beta_fast") or 32)
-    extra["beta_slow"] = float(merged.get("beta_slow") or 1)
-    extra["truncate"] = bool(merged.get("truncate", True))
-  if rope_type != "linear":
-    extra["original_max_position_embeddings"] = int(original)
-  return float(theta), RopeScaling(
-    rope_type=rope_type,
-    factor=float(factor),
-    **{k: float(v) for k, v in fields.items() if k.endswith("freq_factor")},
-    **extra,
-  )
+    kwargs["truncate"] = bool(merged.get("truncate", True))
+  return float(theta), RopeScaling(rope_type=rope_type, **kwargs)
 
 
 def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
