@@ -91,6 +91,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.sft.learning_rate = 1e-3
   c.sft.warmup_steps = 0
 
+  # An equal-compute SFT control: after RL, SFT continues from the SFT
+  # params for the RL phase's step time, evaluated like RL.
+  c.control = ml_collections.ConfigDict()
+  c.control.enabled = False
+  c.control.learning_rate = 3e-4  # constant, after warm-up
+  c.control.warmup_steps = 10
+  c.control.eval_every = 50  # steps; the control ends on a multiple
+
   c.reward = ml_collections.ConfigDict()
   c.reward.weights = ml_collections.ConfigDict({"accuracy_if_format": 1.0})
   c.reward.kwargs = ml_collections.ConfigDict()  # name -> dict of kwargs
@@ -208,6 +216,19 @@ def check_config(config, num_devices: int | None = None) -> None:
     )
   _require(t.eval_every >= 0, "train.eval_every", t.eval_every, ">= 0")
   _require(config.sft.steps >= 0, "sft.steps", config.sft.steps, ">= 0")
+  if config.control.enabled:
+    _require(
+      config.sft.steps >= 1,
+      "control.enabled",
+      True,
+      "the SFT control continues the SFT warm-up: needs sft.steps >= 1",
+    )
+    _require(
+      config.control.eval_every >= 1,
+      "control.eval_every",
+      config.control.eval_every,
+      ">= 1",
+    )
 
   rows = r.prompts_per_step * r.num_samples
   _require(
@@ -293,4 +314,5 @@ def apply_variant(config, arg: str | None):
   config.eval.num_prompts = 8
   config.eval.num_samples = 2
   config.eval.batch_size = 8
+  config.control.eval_every = 2
   return config

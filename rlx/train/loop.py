@@ -392,20 +392,49 @@ class Trainer:
             ]
           )
 
-    def mean(chunks):  # every process's rows, less the last chunk's padding
-      rows = np.concatenate([self.gather(c) for c in chunks])
-      return float(np.mean(rows[: len(examples)]))
+    def rows(chunks):  # every process's rows, less the last chunk's padding
+      return np.concatenate([self.gather(c) for c in chunks])[: len(examples)]
 
-    metrics = {
-      "eval/accuracy": mean(correct),
-      "eval/response_length": mean(lengths),
-    }
+    per_prompt = {"accuracy": rows(correct)}
     if passk:
-      metrics[f"eval/pass@{e.num_samples}"] = mean(passk)
-      metrics[f"eval/mean@{e.num_samples}"] = mean(meank)
+      per_prompt[f"pass@{e.num_samples}"] = rows(passk)
+      per_prompt[f"mean@{e.num_samples}"] = rows(meank)
     if majk:
-      metrics[f"eval/maj@{e.num_samples}"] = mean(majk)
+      per_prompt[f"maj@{e.num_samples}"] = rows(majk)
+    metrics = summarise(per_prompt, examples, "eval")
+    metrics["eval/response_length"] = float(np.mean(rows(lengths)))
     return metrics
+
+  def teacher_metrics(self) -> dict:
+    """The SFT teacher's accuracy on the held-out prompts, where the task
+    says it (`teacher_accuracy`: its expected accuracy; `majority_accuracy`:
+    that of its most likely answer)."""
+    examples = self.task.eval[: self.config.eval.num_prompts]
+    if "teacher_accuracy" not in examples[0]:
+      return {}
+    per_prompt = {
+      "accuracy": np.array([e["teacher_accuracy"] for e in examples]),
+      "majority_accuracy": np.array([e["teacher_majority"] for e in examples]),
+    }
+    return summarise(per_prompt, examples, "teacher")
+
+
+def summarise(per_prompt: dict, examples: list, prefix: str) -> dict:
+  """Means and standard errors of per-prompt values, overall and for each
+  `category` of the examples: `{prefix}/{name}`, `{prefix}/{name}_se`,
+  `{prefix}/{category}/{name}`, `{prefix}/{category}/{name}_se`."""
+  categories = np.array([ex.get("category", "") for ex in examples])
+  groups = {"": np.ones(len(examples), bool)}
+  for c in sorted(set(categories) - {""}):
+    groups[f"{c}/"] = categories == c
+  metrics = {}
+  for group, rows in groups.items():
+    for name, values in per_prompt.items():
+      v = np.asarray(values, np.float64)[rows]
+      se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+      metrics[f"{prefix}/{group}{name}"] = float(v.mean())
+      metrics[f"{prefix}/{group}{name}_se"] = float(se)
+  return metrics
 
 
 # Phases -----------------------------------------------------------------------
@@ -514,56 +543,123 @@ def _save_due(step: int, total: int, every: int) -> bool:
 def run_sft(trainer: Trainer, writer):
   """The SFT warm-up; returns the final params (resuming if possible)."""
   config = trainer.config
-  steps = config.sft.steps
-  algo = make_sft_algo(config)
-  mesh = trainer.mesh
-  state = algos.create_train_state(
-    trainer.graphdef, trainer.initial_params, algo, mesh
+  params, _ = _supervised_phase(
+    trainer,
+    writer,
+    phase="sft",
+    params=trainer.initial_params,
+    algo=make_sft_algo(config),
+    data_seed=config.seed + 1,
+    steps=config.sft.steps,
   )
+  return params
+
+
+def run_control(trainer: Trainer, sft_params, writer, seconds: float):
+  """The equal-compute SFT control: SFT continues from `sft_params` on the
+  task's worked solutions for `seconds` of step time (the RL phase's),
+  rounded up to a multiple of `control.eval_every` steps. Returns the
+  final params."""
+  c = trainer.config.control
+  opt = _optimizer(
+    trainer.config,
+    0,
+    learning_rate=c.learning_rate,
+    warmup_steps=c.warmup_steps,
+    schedule="constant",
+  )
+  params, _ = _supervised_phase(
+    trainer,
+    writer,
+    phase="control",
+    params=sft_params,
+    algo=algos.make("sft", optimizer=opt),
+    data_seed=trainer.config.seed + 3,
+    seconds=seconds,
+    eval_every=c.eval_every,
+  )
+  return params
+
+
+def _supervised_phase(
+  trainer: Trainer,
+  writer,
+  *,
+  phase: str,
+  params,
+  algo,
+  data_seed: int,
+  steps: int | None = None,
+  seconds: float | None = None,
+  eval_every: int = 0,
+):
+  """SFT on the task's worked solutions from `params`, logged as `phase`
+  and checkpointed in `checkpoints/{phase}`, resuming from there: for
+  `steps` steps, or until the step time (update and batching, without
+  evaluation or saving) reaches `seconds` at a multiple of `eval_every`.
+  Returns the final params and the step time spent."""
+  config = trainer.config
+  mesh = trainer.mesh
+  state = algos.create_train_state(trainer.graphdef, params, algo, mesh)
   ckpt = ckpt_lib.Checkpointer(
-    os.path.join(trainer.workdir, "checkpoints", "sft"),
+    os.path.join(trainer.workdir, "checkpoints", phase),
     keep=config.train.keep_checkpoints,
     async_save=config.train.async_checkpoints,
   )
-  data = DataIterator(
-    trainer.task.train, config.sft.batch_size, seed=config.seed + 1
-  )
-  start = 0
+  batch_size = config.sft.batch_size
+  data = DataIterator(trainer.task.train, batch_size, seed=data_seed)
+  start, elapsed = 0, 0.0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
   if restored is not None:
     start, state, meta = restored
     data.restore(meta["data"])
-    writer.truncate(lambda r: r["phase"] != "sft" or r["step"] <= start)
-  if start >= steps:
+    elapsed = meta.get("elapsed_s", 0.0)
+  writer.truncate(lambda r: r["phase"] != phase or r["step"] <= start)
+
+  def done(step):
+    if steps is not None:
+      return step >= steps
+    return elapsed >= seconds and (not eval_every or step % eval_every == 0)
+
+  if done(start):
     ckpt.close()
-    return state.params
+    return state.params, elapsed
 
   train_set = trainer.task.train
-  first = [train_set[i % len(train_set)] for i in range(config.sft.batch_size)]
+  first = [train_set[i % len(train_set)] for i in range(batch_size)]
   example = _to_device(_sft_batch(trainer, first), mesh)
   update = algos.compile_update_step(
     algo, trainer.graphdef, state, example, mesh
   )
-  key = _stream(config.seed, "sft")
-  bar = _Progress(config.train.progress, steps, start, "sft")
+  key = _stream(config.seed, phase)
+  bar = _Progress(config.train.progress, steps, start, phase)
   pending = False
-  for step in range(start + 1, steps + 1):
+  step = start
+  while not done(step):
+    step += 1
+    t0 = time.perf_counter()
     batch = _to_device(_sft_batch(trainer, next(data)), mesh)
     state, m = update(state, batch, jax.random.fold_in(key, step))
     m = _scalars(m)
-    writer.write(step, {f"update/{k}": v for k, v in m.items()}, "sft")
+    elapsed += time.perf_counter() - t0
+    record = {f"update/{k}": v for k, v in m.items()}
+    record["time/elapsed_s"] = elapsed
+    if eval_every and step % eval_every == 0:
+      record.update(trainer.evaluate(state.params, step))
+    writer.write(step, record, phase)
     bar.update(loss=m["loss"])
-    pending |= _save_due(step, steps, config.train.save_every)
+    pending |= done(step) or step % config.train.save_every == 0
     if pending and not m.get("skipped_steps"):
-      ckpt.save(step, state, {"data": data.state()})
+      ckpt.save(step, state, {"data": data.state(), "elapsed_s": elapsed})
       pending = False
   bar.close()
   ckpt.close()
-  return state.params
+  return state.params, elapsed
 
 
 def run_rl(trainer: Trainer, sft_params, writer):
-  """The RL phase from `sft_params`; returns the final params."""
+  """The RL phase from `sft_params`; returns the final params and the step
+  time spent (rollout, rewards and update, without evaluation or saving)."""
   config = trainer.config
   r, mesh, G = config.rollout, trainer.mesh, trainer.G
   steps = config.train.steps
@@ -582,12 +678,13 @@ def run_rl(trainer: Trainer, sft_params, writer):
   data = DataIterator(
     trainer.task.train, r.prompts_per_step, seed=config.seed + 2
   )
-  start, running_mean = 0, 0.0
+  start, running_mean, elapsed = 0, 0.0, 0.0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
   if restored is not None:
     start, state, meta = restored
     data.restore(meta["data"])
     running_mean = meta.get("running_mean", 0.0)
+    elapsed = meta.get("elapsed_s", 0.0)
     writer.truncate(lambda rec: rec["phase"] != "rl" or rec["step"] <= start)
   else:
     writer.truncate(lambda rec: rec["phase"] != "rl")
@@ -623,7 +720,8 @@ def run_rl(trainer: Trainer, sft_params, writer):
   rollout_key = _stream(config.seed, "rollout")
   update_key = _stream(config.seed, "update")
   if start == 0:
-    writer.write(0, trainer.evaluate(state.params, 0), "rl")
+    record = {**trainer.evaluate(state.params, 0), **trainer.teacher_metrics()}
+    writer.write(0, {**record, "time/elapsed_s": 0.0}, "rl")
   bar = _Progress(config.train.progress, steps, start, config.algo.name)
   pending = False
   for step in range(start + 1, steps + 1):
@@ -663,6 +761,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
     m, stats = _scalars(m), _scalars(stats)
     running_mean = stats.get("running_mean", running_mean)
     t3 = time.perf_counter()
+    elapsed += t3 - t0
 
     record = {
       "train/reward": float(trainer.gather(reward).mean()),
@@ -671,6 +770,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
       "time/rollout_s": t1 - t0,
       "time/reward_s": t2 - t1,
       "time/update_s": t3 - t2,
+      "time/elapsed_s": elapsed,
       **{f"train/{k}": v for k, v in reward_metrics.items()},
       **{f"update/{k}": v for k, v in {**stats, **m}.items()},
     }
@@ -682,13 +782,12 @@ def run_rl(trainer: Trainer, sft_params, writer):
     bar.update(reward=record["train/reward"], acc=record["train/accuracy"])
     pending |= _save_due(step, steps, config.train.save_every)
     if pending and not m.get("skipped_steps"):
-      ckpt.save(
-        step, state, {"data": data.state(), "running_mean": running_mean}
-      )
+      meta = {"data": data.state(), "running_mean": running_mean}
+      ckpt.save(step, state, {**meta, "elapsed_s": elapsed})
       pending = False
   bar.close()
   ckpt.close()
-  return state.params
+  return state.params, elapsed
 
 
 def _rollout(trainer: Trainer, params, data, key):
@@ -793,35 +892,39 @@ def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
 
 
 def run(config, workdir: str) -> dict:
-  """Train as configured; returns the final held-out metrics.
+  """Train as configured; returns the summary (see `summarise_run`), also
+  written to `workdir/summary.json`.
 
-  Writes to `workdir`: metrics.jsonl, tensorboard/, plots.png,
-  checkpoints/{sft,rl}/ and export/ (HF format, with the tokenizer).
+  Writes to `workdir`: metrics.jsonl, summary.json, tensorboard/,
+  plots.png, checkpoints/{sft,rl,control}/ and export/ (the RL policy in HF
+  format, with the tokenizer). With `control.enabled`, after RL an SFT
+  control continues from the SFT params for the RL phase's step time.
   """
+  start = time.perf_counter()
   trainer = Trainer(config, workdir)
   main = jax.process_index() == 0
   writer = metrics_lib.MetricsWriter(workdir, enabled=main)
   try:
-    params = trainer.initial_params
+    sft_params = trainer.initial_params
     if config.sft.steps:
-      params = run_sft(trainer, writer)
-    params = run_rl(trainer, params, writer)
+      sft_params = run_sft(trainer, writer)
+    params, rl_seconds = run_rl(trainer, sft_params, writer)
+    if config.control.enabled:
+      # The RL state may have donated `sft_params`: restore them.
+      sft_params = run_sft(trainer, writer) if config.sft.steps else None
+      run_control(trainer, sft_params, writer, rl_seconds)
   finally:
     writer.close()
   multihost_utils.sync_global_devices("rlx.train.run: metrics written")
-  final = [
-    r
-    for r in metrics_lib.read_metrics(workdir)
-    if r.get("phase") == "rl" and "eval/accuracy" in r
-  ]
-  if main:
-    metrics_lib.plot_metrics(workdir)
   if config.train.export:
     export = os.path.join(workdir, "export")
     models.save_pretrained(nnx.merge(trainer.graphdef, params), export)
     if main:
       trainer.tokenizer.save(export)
-  summary = {}
-  if final:
-    summary = {"before": final[0], "after": final[-1]}
+  records = metrics_lib.read_metrics(workdir)
+  summary = metrics_lib.summarise_run(records)
+  summary["wall_s"] = time.perf_counter() - start
+  if main:
+    metrics_lib.plot_metrics(workdir)
+    metrics_lib.write_summary(workdir, summary)
   return summary
