@@ -2,6 +2,8 @@
 
 import importlib
 import math
+import random
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +70,37 @@ ACCURACY_CASES = [
   ("<answer>1/0</answer>", "5", False),
   ("<answer>Paris</answer>", "5", False),
   ("<answer>5</answer>", "Paris", False),
+  # Accepted decorations.
+  ("<answer>4.0</answer>", "4", True),
+  ("<answer>1,000</answer>", "1000", True),
+  ("<answer>1\\,000\\,000</answer>", "1000000", True),
+  ("<answer>1{,}000</answer>", "1000", True),
+  ("<answer>1/2</answer>", "0.5", True),
+  ("<answer>$\\boxed{4}$.</answer>", "4", True),
+  ("<answer>\\frac{ 1 }{ 2 }</answer>", "0.5", True),
+  ("<answer>- 4</answer>", "-4", True),
+  ("<answer>x = 4</answer>", "4", True),
+  ("<answer>a_1 = 4</answer>", "4", True),
+  ("<answer>2 \\times 2 = 4</answer>", "4", True),
+  ("<answer>x = 2+2 = 4</answer>", "4", True),
+  ("<answer>4 = 4</answer>", "4", True),
+  # Spacing never joins digits; the left of `=` must agree with the right.
+  ("<answer>1 2</answer>", "12", False),
+  ("<answer>1\\,2</answer>", "12", False),
+  ("<answer>1\\!2</answer>", "12", False),
+  ("<answer>1~2</answer>", "12", False),
+  ("<answer>4 5</answer>", "45", False),
+  ("<answer>4\n5</answer>", "45", False),
+  ("<answer>0 .5</answer>", "0.5", False),
+  ("<answer>1\\,00</answer>", "100", False),
+  ("<answer>5 = 4</answer>", "4", False),
+  ("<answer>NaN=4</answer>", "4", False),
+  ("<answer>1001 = 1000</answer>", "1000", False),
+  ("<answer>x = 3 = 4</answer>", "4", False),
+  ("<answer>=4</answer>", "4", False),
+  ("<answer>2+3=4</answer>", "4", False),
+  ("<answer>answer = 4</answer>", "4", False),
+  ("<answer>New York</answer>", "newyork", False),
 ]
 
 
@@ -75,6 +108,95 @@ ACCURACY_CASES = [
 def test_accuracy_cases(completion, gold, expected):
   got = r1.accuracy_reward(["p"], [completion], answer=[gold])
   assert got == [float(expected)]
+
+
+def _renderings(value: Fraction) -> list[str]:
+  """Ways a grader writes `value`: integer, decimal, fraction forms."""
+  sign = "-" if value < 0 else ""
+  v = abs(value)
+  out = []
+  if v.denominator == 1:
+    n = v.numerator
+    out += [f"{sign}{n}", f"{sign}{n}.0", f"{sign}{n:,}"]
+    out += [f"{sign}{n:,}".replace(",", "\\,"), f"\u2212{n}" if sign else n]
+    out += [f"+{n}" if not sign else f"{sign}{n}.00"]
+  else:
+    p, q = v.numerator, v.denominator
+    out += [f"{sign}{p}/{q}", f"{sign}\\frac{{{p}}}{{{q}}}"]
+    out += [f"\\dfrac{{{sign}{p}}}{{{q}}}", f"{sign}{2 * p}/{2 * q}"]
+    if 10**6 % q == 0:
+      digits = f"{float(v):.6f}".rstrip("0")
+      out += [f"{sign}{digits}", f"{sign}{digits}0"]
+  return [str(x) for x in out]
+
+
+_WRAPPERS = [
+  "{}",
+  " {} ",
+  "{}.",
+  "\\boxed{{{}}}",
+  "${}$",
+  "$\\boxed{{{}}}$.",
+  "\\({}\\)",
+  "\\[ {} \\]",
+  "x = {}",
+  "\\boxed{{n = {}}}",
+]
+_CONTAINERS = [
+  "<answer>{}</answer>",
+  "<think>so</think>\n<answer>{}</answer>",
+  "The answer is \\boxed{{{}}}.",
+]
+
+
+def _random_value(rng) -> Fraction:
+  kind = rng.randrange(4)
+  if kind == 0:
+    return Fraction(rng.randrange(-50, 50))
+  if kind == 1:
+    return Fraction(rng.randrange(-(10**7), 10**7))
+  if kind == 2:
+    return Fraction(rng.randrange(-999, 999), rng.choice([2, 4, 5, 8, 10, 100]))
+  return Fraction(rng.randrange(1, 30), rng.randrange(1, 30))
+
+
+def test_accuracy_property_every_decoration():
+  """Random right answers in every accepted decoration score 1; random
+  wrong ones in the same decorations, and right digits split by spacing,
+  never score."""
+  rng = random.Random(0)
+  for _ in range(60):
+    gold = _random_value(rng)
+    wrong = _random_value(rng)
+    while wrong == gold:
+      wrong = _random_value(rng)
+    golds = _renderings(gold)
+    gold_text = rng.choice(golds)
+    cases = []
+    for rendered, right in [(r, True) for r in golds] + [
+      (r, False) for r in _renderings(wrong)
+    ]:
+      for wrap in _WRAPPERS:
+        for box in _CONTAINERS:
+          cases.append((box.format(wrap.format(rendered)), right))
+    digits = golds[0].lstrip("-")
+    for i in range(1, len(digits)):
+      if not (digits[i - 1] + digits[i]).replace(".", "").isdigit():
+        continue
+      thousands = i <= 3 and re.fullmatch(r"\d{3}(\.\d*)?", digits[i:])
+      for space in (" ", "\\,", "\\!", "\\;", "~", "\\ ", "\\quad "):
+        if thousands and space == "\\,":
+          continue  # `406\\,825` is 406825
+        split = f"{golds[0][: -len(digits)]}{digits[:i]}{space}{digits[i:]}"
+        cases.append((f"<answer>{split}</answer>", False))
+    cases.append((f"<answer>{wrong} = {gold_text}</answer>", False))
+    cases.append((f"<answer>{gold_text} = {wrong}</answer>", False))
+    completions = [c for c, _ in cases]
+    got = r1.accuracy_reward(
+      None, completions, answer=[gold_text] * len(completions)
+    )
+    for (completion, right), score in zip(cases, got):
+      assert score == float(right), (completion, gold_text)
 
 
 @pytest.mark.parametrize(
