@@ -305,6 +305,8 @@ COUNTDOWN_CASES = [
   ([7, 2], 3, "<answer>7%2</answer>", 0.1),
   ([7, 2], 5, "<answer>7 2</answer>", 0.1),
   ([7, 2], 5, "<answer>7-2.0</answer>", 0.1),
+  ([7, 2], 5, "<answer>\\boxed{7-2}</answer>", 1.0),
+  ([7, 2], 5, "\\boxed{7-2}", 0.0),
 ]
 
 

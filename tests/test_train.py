@@ -270,3 +270,36 @@ def test_eval_metrics_aggregate_per_prompt(tmp_path, monkeypatch):
   assert m["eval/accuracy"] == pytest.approx(2 / 12)
   assert m["eval/pass@2"] == pytest.approx(2 / 12)
   assert m["eval/mean@2"] == pytest.approx(1 / 12)
+
+
+def test_accuracy_metric_agrees_with_reward():
+  """train/accuracy and eval accuracy count a completion correct exactly
+  where the task's reward gives 1.0: a Countdown `\\boxed{}` without
+  `<answer>` tags is no answer for either."""
+  from rlx import rewards
+  from rlx.train import loop
+
+  completions = [
+    "<answer>5-3</answer>",
+    "\\boxed{5-3}",
+    "<think>t</think> \\boxed{5-3}",
+    "<answer>\\boxed{5-3}</answer>",
+    "<answer>5+3</answer>",
+    "<answer>5-3</answer> \\boxed{5+3}",
+    "5-3",
+  ]
+  n = len(completions)
+  fields = {"numbers": [[3, 5]] * n, "target": [2] * n}
+  reward = rewards.countdown_reward(["p"] * n, completions, **fields)
+  np.testing.assert_array_equal(
+    loop._is_correct(completions, fields), np.equal(reward, 1.0)
+  )
+  assert list(loop._is_correct(completions, fields)) == [
+    True, False, False, True, False, True, False,
+  ]  # fmt: skip
+  answers = ["2", "\\boxed{2}", "<answer>2 = 2</answer>", "<answer>1 = 2</a"]
+  fields = {"answer": ["2"] * 4}
+  reward = rewards.accuracy_reward(["p"] * 4, answers, **fields)
+  np.testing.assert_array_equal(
+    loop._is_correct(answers, fields), np.equal(reward, 1.0)
+  )

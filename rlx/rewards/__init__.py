@@ -1,5 +1,6 @@
 """Host-side text rewards: built-ins by name, user functions, a runner."""
 
+from rlx.rewards.correct import is_correct
 from rlx.rewards.countdown import check_countdown, countdown_reward
 from rlx.rewards.extract import answers_match, extract_answer, parse_number
 from rlx.rewards.length import kimi_length_reward, overlong_reward
@@ -34,6 +35,7 @@ __all__ = [
   "format_reward",
   "get_reward_fn",
   "has_r1_format",
+  "is_correct",
   "kimi_length_reward",
   "overlong_reward",
   "parse_number",

@@ -147,15 +147,7 @@ def check_prompt_lengths(task, tokenizer, config, add_bos: bool):
 
 def _is_correct(completions, fields) -> np.ndarray:
   """Per-completion correctness, the task's accuracy without format."""
-  if "numbers" in fields:
-    ok = [
-      rewards.check_countdown(extract.extract_answer(c) or "", n, t)
-      for c, n, t in zip(completions, fields["numbers"], fields["target"])
-    ]
-  else:
-    ok = rewards.accuracy_reward(None, completions, answer=fields["answer"])
-    ok = [v == 1.0 for v in ok]
-  return np.asarray(ok, bool)
+  return np.asarray(rewards.is_correct(completions, fields), bool)
 
 
 def _majority_correct(completions_k, fields_one) -> bool:
