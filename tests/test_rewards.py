@@ -750,3 +750,126 @@ def test_worker_exits_when_parent_is_killed():
   while _alive(worker) and time.monotonic() < deadline:
     time.sleep(0.1)
   assert not _alive(worker)
+
+
+# --- invalid values, imports, limits (issue 11) -----------------------------
+
+
+def test_runner_counts_invalid_values_by_cause(runner, caplog):
+  fn = f"{FIX}:returns_invalid"
+  completions = ["none", "nan", "inf", "s", "ok", "none"]
+  with caplog.at_level("WARNING"):
+    total, metrics = runner.compute([fn], ["p"] * 6, completions)
+  np.testing.assert_allclose(total, [0, 0, 0, 0, 1, 0])
+  assert metrics[f"reward_failures/{fn}"] == 5
+  causes = {
+    k.rpartition("/")[2]: v for k, v in metrics.items() if fn + "/" in k
+  }
+  assert causes == {
+    "error": 0,
+    "unscorable": 2,
+    "nan": 1,
+    "inf": 1,
+    "out_of_bounds": 0,
+    "not_a_number": 1,
+  }
+  assert "5 invalid values" in caplog.text and "unscorable: 2" in caplog.text
+
+
+def test_runner_bounds_values_after_float32(runner):
+  """1e300 is finite in float64 but inf in the float32 total; values over
+  `max_abs` are invalid."""
+  fn = f"{FIX}:returns_huge"
+  completions = ["1e300", "1e39", "int", "2e6", "ok"]
+  total, metrics = runner.compute([fn], ["p"] * 5, completions)
+  assert np.isfinite(total).all()
+  np.testing.assert_allclose(total, [0, 0, 0, 0, 1])
+  assert metrics[f"reward_failures/{fn}/out_of_bounds"] == 3
+  assert metrics[f"reward_failures/{fn}/inf"] == 1
+  total, metrics = runner.compute([fn], ["p"], ["2e6"], max_abs=1e7)
+  np.testing.assert_allclose(total, [2e6])
+  with pytest.raises(rewards.RewardError, match="1e\\+300.*out_of_bounds"):
+    runner.compute([fn], ["p"] * 2, ["ok", "1e300"], fail_on_error=True)
+
+
+def _write_module(path, name, body):
+  (path / f"{name}.py").write_text(
+    body + "\ndef fn(prompts, completions, **kw):\n  return [1.0]\n"
+  )
+  return f"{name}:fn"
+
+
+def test_reward_imports_are_checked_up_front(tmp_path, monkeypatch):
+  """A module that exits, hangs or raises at import, a missing one and a
+  function of the wrong arity raise RewardError before any step, and so
+  does the first compute: never a per-step retry."""
+  monkeypatch.syspath_prepend(str(tmp_path))
+  exits = _write_module(tmp_path, "rlx_t11_exits", "import sys; sys.exit(3)")
+  dies = _write_module(tmp_path, "rlx_t11_dies", "import os; os._exit(3)")
+  hangs = _write_module(
+    tmp_path, "rlx_t11_hangs", "import time\ntime.sleep(99)"
+  )
+  raises = _write_module(tmp_path, "rlx_t11_raises", "1 / 0")
+  good = _write_module(tmp_path, "rlx_t11_good", "")
+  cases = [
+    (exits, "importing it raised(.|\n)*SystemExit"),
+    (dies, "ended the reward worker"),
+    (hangs, "took over 2s"),
+    (raises, "ZeroDivisionError"),
+    ("rlx_t11_missing:fn", "cannot import"),
+    (f"{FIX}:takes_one_arg", "must take \\(prompts, completions\\)"),
+  ]
+  with rewards.RewardRunner(import_timeout_s=2.0) as runner:
+    for name, match in cases:
+      start = time.monotonic()
+      with pytest.raises(rewards.RewardError, match=match):
+        runner.check(name)
+      with pytest.raises(rewards.RewardError, match=match):
+        runner.compute([name], ["p"], ["c"])
+      assert time.monotonic() - start < 10, name
+    runner.check(good)
+    np.testing.assert_allclose(runner.compute([good], ["p"], ["c"])[0], [1])
+  specs = rewards.check_reward_specs(["format", (good, 2.0)], timeout_s=5)
+  assert [s.weight for s in specs] == [1.0, 2.0]
+  with pytest.raises(rewards.RewardError, match="SystemExit"):
+    rewards.check_reward_specs(["format", exits], timeout_s=5)
+
+
+def test_worker_memory_is_limited():
+  with rewards.RewardRunner(memory_limit_mb=256) as runner:
+    fn = f"{FIX}:allocates"
+    total, metrics = runner.compute([fn], ["p"] * 2, ["16", "2048"])
+    np.testing.assert_allclose(total, [1, 0])
+    assert metrics[f"reward_failures/{fn}/error"] == 1
+    with pytest.raises(rewards.RewardError, match="reward.memory_limit_mb"):
+      runner.compute([fn], ["p"], ["2048"], fail_on_error=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp")
+def test_worker_cannot_signal_the_trainer(runner):
+  """Signal 0 only checks permission, so this is harmless even where the
+  filter is missing; the worker's own children stay killable."""
+  fn = f"{FIX}:can_signal"
+  total, _ = runner.compute(
+    [fn], ["p"] * 4, ["trainer", "group", "all", "child"]
+  )
+  np.testing.assert_allclose(total, [0, 0, 0, 1])
+
+
+_KILLER_SCRIPT = """
+import sys
+sys.path[:0] = {path!r}
+from rlx.rewards import RewardRunner
+runner = RewardRunner()
+total, metrics = runner.compute(["{fix}:kills_trainer"], ["p"], ["c"])
+print("alive", metrics["reward_failures/{fix}:kills_trainer/error"])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp")
+def test_worker_sigkill_of_trainer_fails_its_batch():
+  script = _KILLER_SCRIPT.format(path=sys.path, fix=FIX)
+  out = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+  )
+  assert out.returncode == 0 and out.stdout.split() == ["alive", "1.0"]

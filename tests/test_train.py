@@ -303,3 +303,16 @@ def test_accuracy_metric_agrees_with_reward():
   np.testing.assert_array_equal(
     loop._is_correct(answers, fields), np.equal(reward, 1.0)
   )
+
+
+def test_reward_limits_are_checked():
+  for key, value, match in [
+    ("max_abs", 0.0, r"reward.max_abs=0.0.*\(0, 3.4e38\]"),
+    ("max_abs", float("nan"), r"reward.max_abs=nan"),
+    ("max_abs", 1e39, r"reward.max_abs=1e\+39"),
+    ("memory_limit_mb", -1, r"reward.memory_limit_mb=-1.*>= 0"),
+  ]:
+    c = load_config("grpo_arithmetic.py")
+    c.reward[key] = value
+    with pytest.raises(ConfigError, match=match):
+      check_config(c, 8)

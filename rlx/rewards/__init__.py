@@ -15,6 +15,7 @@ from rlx.rewards.runner import (
   RewardError,
   RewardRunner,
   RewardSpec,
+  check_reward_specs,
   compute_rewards,
   default_runner,
 )
@@ -28,6 +29,7 @@ __all__ = [
   "accuracy_reward",
   "answers_match",
   "check_countdown",
+  "check_reward_specs",
   "compute_rewards",
   "countdown_reward",
   "default_runner",

@@ -337,6 +337,8 @@ class Trainer:
       fields,
       timeout_s=self.config.reward.timeout_s,
       fail_on_error=self.config.reward.fail_on_error,
+      max_abs=self.config.reward.max_abs,
+      memory_limit_mb=self.config.reward.memory_limit_mb,
     )
     correct = _is_correct(completions, fields)
     metrics = self.mean_over_processes(metrics)
