@@ -90,6 +90,10 @@ ACCURACY_CASES = [
   ("<answer>1\\!2</answer>", "12", False),
   ("<answer>1~2</answer>", "12", False),
   ("<answer>4 5</answer>", "45", False),
+  ("<answer>4, 500</answer>", "4500", False),
+  ("<answer>4 ,500</answer>", "4500", False),
+  ("<answer>x = 4, 500</answer>", "4500", False),
+  ("<answer>(1, 2)</answer>", "(1,2)", True),
   ("<answer>4\n5</answer>", "45", False),
   ("<answer>0 .5</answer>", "0.5", False),
   ("<answer>1\\,00</answer>", "100", False),
@@ -184,7 +188,7 @@ def test_accuracy_property_every_decoration():
       if not (digits[i - 1] + digits[i]).replace(".", "").isdigit():
         continue
       thousands = i <= 3 and re.fullmatch(r"\d{3}(\.\d*)?", digits[i:])
-      for space in (" ", "\\,", "\\!", "\\;", "~", "\\ ", "\\quad "):
+      for space in (" ", "\\,", "\\!", "\\;", "~", "\\ ", "\\quad ", ", "):
         if thousands and space == "\\,":
           continue  # `406\\,825` is 406825
         split = f"{golds[0][: -len(digits)]}{digits[:i]}{space}{digits[i:]}"

@@ -191,18 +191,18 @@ def parse_number(text: str) -> Fraction | None:
   return None
 
 
-def _squeeze(text: str) -> str:
-  """Deletes whitespace, except that a gap between two word characters or
-  dots becomes one space: `1 2` and `0 .5` stay two tokens, never `12`."""
+def _squeeze(text: str, tight: str = "._") -> str:
+  """Deletes whitespace, except that a gap between two letters, digits or
+  `tight` characters becomes one space: `1 2` and `0 .5` stay two tokens,
+  never `12`."""
+
+  def joins(c: str) -> bool:
+    return c.isalnum() or c in tight
 
   def gap(match):
     start, stop = match.span()
-    keep = (
-      0 < start
-      and stop < len(text)
-      and (text[start - 1].isalnum() or text[start - 1] in "._")
-      and (text[stop].isalnum() or text[stop] in "._")
-    )
+    keep = 0 < start and stop < len(text)
+    keep = keep and joins(text[start - 1]) and joins(text[stop])
     return " " if keep else ""
 
   return _WHITESPACE_RE.sub(gap, text)
@@ -263,15 +263,15 @@ def canonical_answer(text) -> Fraction | str | None:
   text = text.replace("\u2212", "-")
   text = _LATEX_SIZING_RE.sub("", text)
   text = _LATEX_THOUSANDS_RE.sub(",", text)
-  text = _LATEX_SPACE_RE.sub(" ", text)
-  text = _squeeze(text.strip()).rstrip(".")
-  value = parse_number(text)
+  text = _LATEX_SPACE_RE.sub(" ", text).strip()
+  # `4, 500` is two numbers, never 4500.
+  number = _squeeze(text, tight="._,").rstrip(".")
+  value = parse_number(number)
+  if value is None and "=" in number:
+    value = _equation_value(number)
   if value is not None:
     return value
-  if "=" in text:
-    value = _equation_value(text)
-    if value is not None:
-      return value
+  text = _squeeze(text).rstrip(".")
   return text.casefold() if text else None
 
 

@@ -201,9 +201,10 @@ class RewardRunner:
 
   @memory_limit_mb.setter
   def memory_limit_mb(self, value: int) -> None:
-    if int(value) != self._memory_limit_mb:
-      self._memory_limit_mb = int(value)
-      self.close()  # the next call starts a worker with the new limit
+    with self._lock:
+      if int(value) != self._memory_limit_mb:
+        self._memory_limit_mb = int(value)
+        self.close()  # the next call starts a worker with the new limit
 
   @property
   def pid(self) -> int | None:
@@ -269,7 +270,10 @@ class RewardRunner:
     hangs (over `timeout_s`, default `import_timeout_s`) at import, or the
     function cannot take `(prompts, completions)`. Built-ins pass.
     """
-    spec = RewardSpec.parse(spec)
+    with self._lock:
+      self._check(RewardSpec.parse(spec), timeout_s)
+
+  def _check(self, spec: RewardSpec, timeout_s: float | None = None) -> None:
     if spec.name in registry.BUILTIN_REWARDS or spec.name in self._resolved:
       return
     timeout_s = self._import_timeout_s if timeout_s is None else timeout_s
@@ -370,7 +374,7 @@ class RewardRunner:
     counts = dict.fromkeys(_CAUSES, 0)
     if not n:
       return values, counts
-    self.check(spec)
+    self._check(spec)
     result = self._call(spec, 0, n, timeout_s)
     if result.config_error:
       raise RewardError(f"reward {spec.name!r}: {result.error}")

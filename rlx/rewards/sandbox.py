@@ -9,7 +9,8 @@
   `process_vm_writev` and `pidfd_send_signal` fail with EPERM, for the
   worker and every process it starts (filters are inherited and cannot be
   removed). Signals to any other process, e.g. a reward's own children,
-  still work.
+  still work. It sets no_new_privs: setuid programs a reward starts gain
+  no privileges.
 
 Not prevented: anything a process of the same user can do without signals
 (writing the trainer's files or checkpoints, filling the disk, opening
