@@ -814,12 +814,14 @@ def test_reward_imports_are_checked_up_front(tmp_path, monkeypatch):
     tmp_path, "rlx_t11_hangs", "import time\ntime.sleep(99)"
   )
   raises = _write_module(tmp_path, "rlx_t11_raises", "1 / 0")
+  bad = _write_module(tmp_path, "rlx_t11_bad", "raise ValueError('no key')")
   good = _write_module(tmp_path, "rlx_t11_good", "")
   cases = [
     (exits, "importing it raised(.|\n)*SystemExit"),
     (dies, "ended the reward worker"),
     (hangs, "took over 2s"),
     (raises, "ZeroDivisionError"),
+    (bad, "importing it raised(.|\n)*ValueError: no key"),
     ("rlx_t11_missing:fn", "cannot import"),
     (f"{FIX}:takes_one_arg", "must take \\(prompts, completions\\)"),
   ]

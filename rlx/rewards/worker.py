@@ -83,10 +83,10 @@ def _resolve(name: str, fns: dict, limit_mb: int) -> dict:
   error = None
   try:
     fn = registry.get_reward_fn(name)
-  except ValueError as e:
+  except BaseException as e:  # what the module raised, SystemExit included
     error = str(e)
-  except BaseException:  # what the module raised, SystemExit included
-    error = f"reward {name!r}: importing it raised:\n{_error(limit_mb)}"
+    if not error.startswith(f"reward {name!r}"):  # not get_reward_fn's own
+      error = f"reward {name!r}: importing it raised:\n{_error(limit_mb)}"
   else:
     try:
       inspect.signature(fn).bind_partial([], [])
