@@ -1,9 +1,15 @@
 """Answer extraction and checking for text rewards.
 
-Nothing here evaluates model text. Numbers are parsed with strict ASCII
-regexes into `fractions.Fraction`; every scan is linear and iterative, and
-inputs are capped in length before any parsing, so adversarial completions
-(huge numbers, deep nesting, repeated tags) cost at most a linear pass.
+Nothing here executes model text. Numbers are parsed with strict ASCII
+regexes into `fractions.Fraction`, and integer arithmetic left of an `=`
+by `countdown.evaluate_equation` (checked, then parsed, never executed);
+scans are iterative and inputs are capped in length before any parsing, so
+adversarial completions (huge numbers, deep nesting, repeated tags) cost
+little.
+
+A checker an RL policy optimises against must accept only right answers:
+whitespace and LaTeX spacing separate tokens and never join digits (`1 2`
+is not 12), and `lhs = number` counts only when the left side agrees.
 """
 
 from __future__ import annotations
