@@ -353,3 +353,49 @@ def test_sft_control_runs_for_the_rl_step_time(tmp_path):
   again = train.run(config, workdir)
   assert again["control"] == summary["control"]
   assert metrics_lib.read_metrics(workdir) == records
+
+
+def test_accuracy_metric_agrees_with_reward():
+  """train/accuracy and eval accuracy count a completion correct exactly
+  where the task's reward gives 1.0: a Countdown `\\boxed{}` without
+  `<answer>` tags is no answer for either."""
+  from rlx import rewards
+  from rlx.train import loop
+
+  completions = [
+    "<answer>5-3</answer>",
+    "\\boxed{5-3}",
+    "<think>t</think> \\boxed{5-3}",
+    "<answer>\\boxed{5-3}</answer>",
+    "<answer>5+3</answer>",
+    "<answer>5-3</answer> \\boxed{5+3}",
+    "5-3",
+  ]
+  n = len(completions)
+  fields = {"numbers": [[3, 5]] * n, "target": [2] * n}
+  reward = rewards.countdown_reward(["p"] * n, completions, **fields)
+  np.testing.assert_array_equal(
+    loop._is_correct(completions, fields), np.equal(reward, 1.0)
+  )
+  assert list(loop._is_correct(completions, fields)) == [
+    True, False, False, True, False, True, False,
+  ]  # fmt: skip
+  answers = ["2", "\\boxed{2}", "<answer>2 = 2</answer>", "<answer>1 = 2</a"]
+  fields = {"answer": ["2"] * 4}
+  reward = rewards.accuracy_reward(["p"] * 4, answers, **fields)
+  np.testing.assert_array_equal(
+    loop._is_correct(answers, fields), np.equal(reward, 1.0)
+  )
+
+
+def test_reward_limits_are_checked():
+  for key, value, match in [
+    ("max_abs", 0.0, r"reward.max_abs=0.0.*\(0, 3.4e38\]"),
+    ("max_abs", float("nan"), r"reward.max_abs=nan"),
+    ("max_abs", 1e39, r"reward.max_abs=1e\+39"),
+    ("memory_limit_mb", -1, r"reward.memory_limit_mb=-1.*>= 0"),
+  ]:
+    c = load_config("grpo_arithmetic.py")
+    c.reward[key] = value
+    with pytest.raises(ConfigError, match=match):
+      check_config(c, 8)

@@ -105,6 +105,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.reward.functions = ml_collections.ConfigDict()  # name -> "module:fn"
   c.reward.timeout_s = 10.0
   c.reward.fail_on_error = False
+  c.reward.max_abs = 1e6  # larger |reward values| are invalid (scored 0)
+  c.reward.memory_limit_mb = 4096  # the reward worker's writes; 0: none
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100
@@ -190,6 +192,18 @@ def check_config(config, num_devices: int | None = None) -> None:
       spec,
       "must be 'module:function'",
     )
+  _require(
+    0 < config.reward.max_abs <= 3.4e38,
+    "reward.max_abs",
+    config.reward.max_abs,
+    "the largest valid |reward value|: a number in (0, 3.4e38] (float32)",
+  )
+  _require(
+    config.reward.memory_limit_mb >= 0,
+    "reward.memory_limit_mb",
+    config.reward.memory_limit_mb,
+    "MiB the reward worker may write: >= 0 (0: no limit)",
+  )
   _require(
     r.strategy in ROLLOUT_STRATEGIES,
     "rollout.strategy",

@@ -147,15 +147,7 @@ def check_prompt_lengths(task, tokenizer, config, add_bos: bool):
 
 def _is_correct(completions, fields) -> np.ndarray:
   """Per-completion correctness, the task's accuracy without format."""
-  if "numbers" in fields:
-    ok = [
-      rewards.check_countdown(extract.extract_answer(c) or "", n, t)
-      for c, n, t in zip(completions, fields["numbers"], fields["target"])
-    ]
-  else:
-    ok = rewards.accuracy_reward(None, completions, answer=fields["answer"])
-    ok = [v == 1.0 for v in ok]
-  return np.asarray(ok, bool)
+  return np.asarray(rewards.is_correct(completions, fields), bool)
 
 
 def _majority_correct(completions_k, fields_one) -> bool:
@@ -345,6 +337,8 @@ class Trainer:
       fields,
       timeout_s=self.config.reward.timeout_s,
       fail_on_error=self.config.reward.fail_on_error,
+      max_abs=self.config.reward.max_abs,
+      memory_limit_mb=self.config.reward.memory_limit_mb,
     )
     correct = _is_correct(completions, fields)
     metrics = self.mean_over_processes(metrics)
