@@ -325,7 +325,8 @@ def test_sft_control_runs_for_the_rl_step_time(tmp_path):
   config = tiny(load_config("grpo_arithmetic.py"))
   assert config.control.enabled
   config.train.steps = 3
-  config.control.eval_every = 2
+  config.train.save_every = 100
+  config.control.eval_every = 20
   workdir = str(tmp_path / "run")
   summary = train.run(config, workdir)
   records = metrics_lib.read_metrics(workdir)
@@ -336,10 +337,10 @@ def test_sft_control_runs_for_the_rl_step_time(tmp_path):
   # after that.
   rl_seconds = rl[-1]["time/elapsed_s"]
   assert control[-1]["time/elapsed_s"] >= rl_seconds
-  assert len(control) % 2 == 0
-  assert len(control) == 2 or control[-3]["time/elapsed_s"] < rl_seconds
+  assert len(control) % 20 == 0
+  assert len(control) == 20 or control[-21]["time/elapsed_s"] < rl_seconds
   evaluated = [r["step"] for r in control if "eval/accuracy" in r]
-  assert evaluated == list(range(2, len(control) + 1, 2))
+  assert evaluated == list(range(20, len(control) + 1, 20))
   # Per-category accuracy, the teacher's accuracy, the summary.
   assert {"eval/carry/accuracy", "eval/no_carry/accuracy"} <= set(rl[-1])
   assert 0 < rl[0]["teacher/accuracy"] < 1
@@ -399,3 +400,15 @@ def test_reward_limits_are_checked():
     c.reward[key] = value
     with pytest.raises(ConfigError, match=match):
       check_config(c, 8)
+
+
+def test_unimportable_user_reward_fails_before_sft(tmp_path):
+  from rlx.rewards import RewardError
+
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.reward.functions = {"mine": "no_such_module_here:score"}
+  config.reward.weights = {"mine": 1.0}
+  workdir = str(tmp_path / "run")
+  with pytest.raises(RewardError, match="no_such_module_here"):
+    train.run(config, workdir)
+  assert not metrics_lib.read_metrics(workdir)

@@ -216,14 +216,18 @@ class Trainer:
       stop_sequences=stops,
       pad_id=self.tokenizer.pad_id,
     )
-    self.reward_specs = [
-      rewards.RewardSpec(
-        config.reward.functions.get(name, name),
-        weight,
-        dict(config.reward.kwargs.get(name, {})),
-      )
-      for name, weight in config.reward.weights.items()
-    ]
+    # User rewards are imported now, not after the SFT warm-up.
+    self.reward_specs = rewards.check_reward_specs(
+      [
+        rewards.RewardSpec(
+          config.reward.functions.get(name, name),
+          weight,
+          dict(config.reward.kwargs.get(name, {})),
+        )
+        for name, weight in config.reward.weights.items()
+      ],
+      memory_limit_mb=config.reward.memory_limit_mb,
+    )
     self._samplers = {}
 
   # Rows of a batch by process ------------------------------------------------
@@ -396,6 +400,7 @@ class Trainer:
     if majk:
       per_prompt[f"maj@{e.num_samples}"] = rows(majk)
     metrics = summarise(per_prompt, examples, "eval")
+    metrics["eval/num_prompts"] = len(examples)
     metrics["eval/response_length"] = float(np.mean(rows(lengths)))
     return metrics
 
@@ -509,21 +514,39 @@ def _scalars(tree) -> dict:
 
 
 class _Progress:
-  def __init__(self, enabled: bool, total: int, initial: int, desc: str):
-    self.bar = None
+  """A tqdm bar on process 0 that says when it is compiling (the first
+  step) and when it is evaluating."""
+
+  def __init__(self, enabled: bool, total: int | None, initial: int, desc):
+    self.bar, self.desc, self.steps = None, desc, 0
     if enabled and jax.process_index() == 0:
       from tqdm.auto import tqdm
 
       self.bar = tqdm(
-        total=total, initial=initial, desc=desc, dynamic_ncols=True
+        total=total,
+        initial=initial,
+        desc=f"{desc} (compiling)",
+        dynamic_ncols=True,
       )
 
   def update(self, **postfix):
+    self.steps += 1
     if self.bar is not None:
+      self.bar.set_description(self.desc, refresh=False)
       self.bar.set_postfix(
         {k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False
       )
       self.bar.update(1)
+
+  def evaluate(self, trainer: Trainer, params, step: int) -> dict:
+    """`trainer.evaluate(params, step)`, said on the bar."""
+    if self.bar is None:
+      return trainer.evaluate(params, step)
+    n = len(trainer.task.eval[: trainer.config.eval.num_prompts])
+    self.bar.set_description(f"{self.desc} (evaluating {n} prompts)")
+    metrics = trainer.evaluate(params, step)
+    self.bar.set_description(self.desc + ("" if self.steps else " (compiling)"))
+    return metrics
 
   def close(self):
     if self.bar is not None:
@@ -590,8 +613,9 @@ def _supervised_phase(
   """SFT on the task's worked solutions from `params`, logged as `phase`
   and checkpointed in `checkpoints/{phase}`, resuming from there: for
   `steps` steps, or until the step time (update and batching, without
-  evaluation or saving) reaches `seconds` at a multiple of `eval_every`.
-  Returns the final params and the step time spent."""
+  evaluation, saving or the first step after a start, which compiles)
+  reaches `seconds` at a multiple of `eval_every`. Returns the final params
+  and the step time spent."""
   config = trainer.config
   mesh = trainer.mesh
   state = algos.create_train_state(trainer.graphdef, params, algo, mesh)
@@ -619,6 +643,7 @@ def _supervised_phase(
     ckpt.close()
     return state.params, elapsed
 
+  bar = _Progress(config.train.progress, steps, start, phase)
   train_set = trainer.task.train
   first = [train_set[i % len(train_set)] for i in range(batch_size)]
   example = _to_device(_sft_batch(trainer, first), mesh)
@@ -626,7 +651,6 @@ def _supervised_phase(
     algo, trainer.graphdef, state, example, mesh
   )
   key = _stream(config.seed, phase)
-  bar = _Progress(config.train.progress, steps, start, phase)
   pending = False
   step = start
   while not done(step):
@@ -635,11 +659,12 @@ def _supervised_phase(
     batch = _to_device(_sft_batch(trainer, next(data)), mesh)
     state, m = update(state, batch, jax.random.fold_in(key, step))
     m = _scalars(m)
-    elapsed += time.perf_counter() - t0
+    if step > start + 1:  # the first step compiles
+      elapsed += time.perf_counter() - t0
     record = {f"update/{k}": v for k, v in m.items()}
     record["time/elapsed_s"] = elapsed
     if eval_every and step % eval_every == 0:
-      record.update(trainer.evaluate(state.params, step))
+      record.update(bar.evaluate(trainer, state.params, step))
     writer.write(step, record, phase)
     bar.update(loss=m["loss"])
     pending |= done(step) or step % config.train.save_every == 0
@@ -653,7 +678,8 @@ def _supervised_phase(
 
 def run_rl(trainer: Trainer, sft_params, writer):
   """The RL phase from `sft_params`; returns the final params and the step
-  time spent (rollout, rewards and update, without evaluation or saving)."""
+  time spent (rollout, rewards and update, without evaluation, saving or
+  the first step after a start, which compiles)."""
   config = trainer.config
   r, mesh, G = config.rollout, trainer.mesh, trainer.G
   steps = config.train.steps
@@ -713,10 +739,13 @@ def run_rl(trainer: Trainer, sft_params, writer):
   update = None
   rollout_key = _stream(config.seed, "rollout")
   update_key = _stream(config.seed, "update")
-  if start == 0:
-    record = {**trainer.evaluate(state.params, 0), **trainer.teacher_metrics()}
-    writer.write(0, {**record, "time/elapsed_s": 0.0}, "rl")
   bar = _Progress(config.train.progress, steps, start, config.algo.name)
+  if start == 0:
+    record = {
+      **bar.evaluate(trainer, state.params, 0),
+      **trainer.teacher_metrics(),
+    }
+    writer.write(0, {**record, "time/elapsed_s": 0.0}, "rl")
   pending = False
   for step in range(start + 1, steps + 1):
     t0 = time.perf_counter()
@@ -755,7 +784,8 @@ def run_rl(trainer: Trainer, sft_params, writer):
     m, stats = _scalars(m), _scalars(stats)
     running_mean = stats.get("running_mean", running_mean)
     t3 = time.perf_counter()
-    elapsed += t3 - t0
+    if step > start + 1:  # the first step compiles
+      elapsed += t3 - t0
 
     record = {
       "train/reward": float(trainer.gather(reward).mean()),
@@ -768,10 +798,9 @@ def run_rl(trainer: Trainer, sft_params, writer):
       **{f"train/{k}": v for k, v in reward_metrics.items()},
       **{f"update/{k}": v for k, v in {**stats, **m}.items()},
     }
-    if config.train.eval_every and step % config.train.eval_every == 0:
-      record.update(trainer.evaluate(state.params, step))
-    elif step == steps:
-      record.update(trainer.evaluate(state.params, step))
+    every = config.train.eval_every
+    if step == steps or (every and step % every == 0):
+      record.update(bar.evaluate(trainer, state.params, step))
     writer.write(step, record, "rl")
     bar.update(reward=record["train/reward"], acc=record["train/accuracy"])
     pending |= _save_due(step, steps, config.train.save_every)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
 
 # (title, metric key) of the standard plots.
 PLOTS = (
@@ -191,30 +193,44 @@ def summarise_run(records: list[dict]) -> dict:
 
 
 def write_summary(workdir: str, summary: dict) -> None:
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
+  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
     json.dump(summary, f, indent=1)
 
 
-def format_summary(summary: dict) -> str:
-  """A short table of held-out accuracy (with standard errors) per phase."""
+def read_summary(workdir: str) -> dict | None:
+  path = os.path.join(workdir, SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def num_eval_prompts(record: dict) -> int:
+  """How many held-out prompts an evaluation record averages."""
+  return int(record.get("eval/num_prompts", 0))
+
+
+def format_summary(summary: dict, markdown: bool = False) -> str:
+  """A short table of held-out accuracy (+- its standard error) per phase:
+  greedy, per problem category and mean@k. The teacher's row gives its
+  most likely answer under greedy and its expected accuracy under mean@k.
+  """
   before = summary.get("before")
   if not before:
     return "no held-out evaluation was run"
   cats = categories(before)
-  k = next((m[5:] for m in before if m.startswith("eval/mean@")), None)
-  k = k[: -len("_se")] if k and k.endswith("_se") else k
-  columns = ["accuracy", *(f"{c}/accuracy" for c in cats)]
-  columns += [k] if k else []
-  header = ["", "greedy", *cats, k or ""][: len(columns) + 1]
+  k = next((m[5:] for m in before if re.fullmatch(r"eval/mean@\d+", m)), None)
+  columns = ["accuracy", *(f"{c}/accuracy" for c in cats), *([k] if k else [])]
+  header = ["", "greedy", *(f"greedy {c}" for c in cats), *([k] if k else [])]
 
   def cell(record, prefix, name):
     if f"{prefix}/{name}" not in record:
       return "-"
     v, se = record[f"{prefix}/{name}"], record.get(f"{prefix}/{name}_se", 0)
-    return f"{v:6.1%} +- {se:.1%}"
+    return f"{v:.1%} +- {se:.1%}"
 
   rows = []
-  if "teacher/accuracy" in before:  # most likely answer; sampled
+  if "teacher/accuracy" in before:
     names = ["majority_accuracy", *(f"{c}/majority_accuracy" for c in cats)]
     names += ["accuracy"] if k else []
     rows.append(["teacher", *(cell(before, "teacher", n) for n in names)])
@@ -224,8 +240,11 @@ def format_summary(summary: dict) -> str:
       r = summary[key]
       label += f" ({r['step']} steps, {r.get('time/elapsed_s', 0):.0f} s)"
       rows.append([label, *(cell(r, "eval", n) for n in columns)])
+  if markdown:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(r) + " |" for r in lines)
   table = [header, *rows]
   widths = [max(len(r[i]) for r in table) for i in range(len(header))]
   return "\n".join(
-    "  ".join(x.ljust(w) for x, w in zip(r, widths)) for r in table
+    "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in table
   )
