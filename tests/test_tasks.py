@@ -150,6 +150,34 @@ def test_teacher_draws_solutions_and_labels_classes():
     make("carry", 1.5)
 
 
+def test_draw_solution_follows_the_teacher():
+  task = tasks.make_task(
+    "arithmetic",
+    num_train=200,
+    num_eval=0,
+    digits=1,
+    num_operands=3,
+    ops="+",
+    teacher="carry",
+    teacher_rate=0.7,
+  )
+  ex = (
+    next(e for e in task.train if e["expression"] == "8+6+5")
+    if any(e["expression"] == "8+6+5" for e in task.train)
+    else next(e for e in task.train if len(e.get("teacher_solutions", [])) == 2)
+  )
+  options = ex["teacher_solutions"]
+  assert sum(p for p, _ in options) == pytest.approx(1.0)
+  assert ex["solution"] in [text for _, text in options]
+  rng = np.random.default_rng(0)
+  draws = [tasks.draw_solution(ex, rng) for _ in range(4000)]
+  for p, text in options:  # 5 standard errors
+    assert abs(draws.count(text) / 4000 - p) < 5 * np.sqrt(p * (1 - p) / 4000)
+  exact = next(e for e in task.train if "teacher_solutions" not in e)
+  assert exact["teacher_accuracy"] == 1.0
+  assert tasks.draw_solution(exact, rng) == exact["solution"]
+
+
 def exact_solution(steps, value):
   return f"<think>{', '.join(steps)}</think><answer>{value}</answer>"
 

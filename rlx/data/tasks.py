@@ -158,7 +158,10 @@ def arithmetic_example(
   `teacher_rng`), `expression`, `category` (`carry` when the exact
   solution has an addition that carries, else `no_carry`),
   `teacher_accuracy` (the probability that the teacher's answer is right)
-  and `teacher_majority` (the teacher's most likely answer is right).
+  and `teacher_majority` (the teacher's most likely answer is right). A
+  teacher that can err also gives `teacher_solutions`, every solution it
+  can write as `[probability, text]`, so that SFT can draw a fresh one each
+  time it uses the example (`draw_solution`).
   """
   operands = [int(x) for x in rng.integers(0, 10**digits, num_operands)]
   chosen = [ops[i] for i in rng.integers(0, len(ops), num_operands - 1)]
@@ -180,15 +183,32 @@ def arithmetic_example(
   # Dropping every carry changes the solution iff the exact one carries.
   ((_, _, dropped),) = teacher_solutions(operands, chosen, "carry", 1.0)
   carry = dropped != exact_steps
-  return {
+  example = {
     "prompt": _format(template, expression=expression),
     "answer": str(value),
-    "solution": f"<think>{', '.join(steps)}</think><answer>{answer}</answer>",
+    "solution": _worked(steps, answer),
     "expression": expression,
     "category": "carry" if carry else "no_carry",
     "teacher_accuracy": by_answer.get(value, 0.0),
     "teacher_majority": max(by_answer, key=by_answer.get) == value,
   }
+  if len(paths) > 1:
+    example["teacher_solutions"] = [[p, _worked(s, v)] for p, v, s in paths]
+  return example
+
+
+def _worked(steps: Sequence[str], answer) -> str:
+  return f"<think>{', '.join(steps)}</think><answer>{answer}</answer>"
+
+
+def draw_solution(example: dict, rng: np.random.Generator) -> str:
+  """A worked solution for SFT: a fresh draw from the example's
+  `teacher_solutions` where it has them, else its `solution`."""
+  options = example.get("teacher_solutions")
+  if not options:
+    return example["solution"]
+  probs = np.array([p for p, _ in options])
+  return options[rng.choice(len(options), p=probs / probs.sum())][1]
 
 
 # (value, expression, precedence); precedence 3 marks a literal.

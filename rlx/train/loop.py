@@ -477,14 +477,16 @@ def make_sft_algo(config) -> algos.Algo:
   return algos.make("sft", optimizer=opt)
 
 
-def _sft_batch(trainer: Trainer, examples) -> dict:
+def _sft_batch(trainer: Trainer, examples, rng: np.random.Generator) -> dict:
   """This process's rows of a global batch of `examples`: prompt + worked
-  solution + EOS, loss on the solution tokens only."""
+  solution (drawn with `rng` where the task's teacher can write several,
+  `tasks.draw_solution`) + EOS, loss on the solution tokens only."""
   tok = trainer.tokenizer
   rows, masks = [], []
-  for e in trainer.local(examples):
+  solutions = [tasks_lib.draw_solution(e, rng) for e in examples]
+  for e, solution in zip(trainer.local(examples), trainer.local(solutions)):
     prompt = tok.encode(e["prompt"], add_bos=trainer.add_bos)
-    answer = tok.encode(e["solution"])
+    answer = tok.encode(solution)
     if tok.eos_id is not None:
       answer = answer + [tok.eos_id]
     rows.append(prompt + answer)
@@ -644,9 +646,12 @@ def _supervised_phase(
     return state.params, elapsed
 
   bar = _Progress(config.train.progress, steps, start, phase)
+  np_rng = lambda step: np.random.default_rng(  # the teacher's draws
+    [config.seed, zlib.crc32(phase.encode()), step]
+  )
   train_set = trainer.task.train
   first = [train_set[i % len(train_set)] for i in range(batch_size)]
-  example = _to_device(_sft_batch(trainer, first), mesh)
+  example = _to_device(_sft_batch(trainer, first, np_rng(0)), mesh)
   update = algos.compile_update_step(
     algo, trainer.graphdef, state, example, mesh
   )
@@ -656,7 +661,8 @@ def _supervised_phase(
   while not done(step):
     step += 1
     t0 = time.perf_counter()
-    batch = _to_device(_sft_batch(trainer, next(data)), mesh)
+    batch = _sft_batch(trainer, next(data), np_rng(step))
+    batch = _to_device(batch, mesh)
     state, m = update(state, batch, jax.random.fold_in(key, step))
     m = _scalars(m)
     if step > start + 1:  # the first step compiles
