@@ -9,7 +9,6 @@ docs/NAME.png), so that no number there is typed by hand.
 """
 
 import os
-import re
 import shutil
 import sys
 
@@ -17,9 +16,9 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments import readme  # noqa: E402
 from rlx.train import metrics  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
 _SECTION = flags.DEFINE_string("section", "default-run", "README section.")
 _COMMAND = flags.DEFINE_string(
@@ -28,7 +27,7 @@ _COMMAND = flags.DEFINE_string(
   "--config=experiments/configs/grpo_arithmetic.py --workdir=runs/arithmetic",
   "The command that produced the run, quoted in the README.",
 )
-_README = flags.DEFINE_string("readme", os.path.join(ROOT, "README.md"), "")
+_README = flags.DEFINE_string("readme", readme.README, "README to write.")
 
 
 def points(after: dict, before: dict, key: str) -> str:
@@ -71,20 +70,12 @@ def main(argv):
     raise SystemExit(f"{workdir}: no finished run (metrics.jsonl, summary)")
   summary["wall_s"] = saved["wall_s"]
   name = _SECTION.value
-  figure = os.path.join("docs", f"{name}.png")
-  shutil.copyfile(
-    os.path.join(workdir, "plots.png"), os.path.join(ROOT, figure)
-  )
-  with open(_README.value) as f:
-    readme = f.read()
-  begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-  pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-  if not pattern.search(readme):
-    raise SystemExit(f"{_README.value} has no {begin} ... {end} section")
+  figure = os.path.join("docs", f"{name}.png")  # beside the README
+  target = os.path.join(os.path.dirname(_README.value), figure)
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  shutil.copyfile(os.path.join(workdir, "plots.png"), target)
   text = section_text(summary, _COMMAND.value, figure)
-  readme = pattern.sub(lambda _: f"{begin}\n{text}\n{end}", readme)
-  with open(_README.value, "w") as f:
-    f.write(readme)
+  readme.replace_section(_README.value, name, text)
   print(text)
 
 

@@ -350,6 +350,25 @@ def test_sft_control_runs_for_the_rl_step_time(tmp_path):
   table = train.format_summary(summary)
   for row in ("teacher", "after SFT", "after RL (3 steps", "SFT control"):
     assert row in table
+  # The README section is written from the workdir.
+  readme = tmp_path / "README.md"
+  readme.write_text(
+    "x\n<!-- BEGIN default-run -->\nold\n<!-- END default-run -->\n"
+  )
+  subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "report.py"),
+      f"--workdir={workdir}",
+      f"--readme={readme}",
+    ],
+    check=True,
+    timeout=120,
+  )
+  text = readme.read_text()
+  assert "old" not in text and "| after RL (3 steps" in text
+  assert "![RL against the SFT control](docs/default-run.png)" in text
+  assert (tmp_path / "docs" / "default-run.png").stat().st_size > 1000
   # A rerun finds every phase done and changes nothing.
   again = train.run(config, workdir)
   assert again["control"] == summary["control"]
