@@ -17,11 +17,15 @@ Containment, per reward and call:
    list of the batch's length, it is retried on chunks of `group_size`
    samples (the task field or reward parameter; else single samples), all
    retries together limited to another `timeout_s`. Samples whose chunk
-   fails or is not reached in time get 0.
-3. A returned value that is None, not a real number, NaN or inf gives that
-   sample 0.
+   fails or is not reached in time are unscored by that reward.
+3. A returned value that is None, not a real number, NaN or inf leaves that
+   sample unscored by that reward.
 
-Every zeroed sample counts in `reward_failures/<name>`. With
+Unscored samples are NaN for that reward, as in TRL: the weighted total
+skips them (a NaN counts 0), and a sample no reward scored has total NaN,
+which the GRPO advantages leave out of its group's mean and std
+(`rlx.algos.advantages`). Every unscored sample counts in
+`reward_failures/<name>`. With
 `fail_on_error=True` the first failure raises `RewardError` instead. A user
 reward that cannot be imported always raises `RewardError`.
 """
@@ -288,8 +292,8 @@ class RewardRunner:
     timeout_s: float,
     fail_on_error: bool,
   ) -> tuple[np.ndarray, int]:
-    """Returns per-sample values (0 where failed) and the failure count."""
-    values = np.zeros(n, np.float64)
+    """Returns per-sample values (NaN where failed) and the failure count."""
+    values = np.full(n, np.nan)
     if not n:
       return values, 0
     result = self._call(spec, 0, n, timeout_s)
@@ -359,13 +363,15 @@ class RewardRunner:
         `completion_lengths`) or scalars (e.g. `group_size`).
       timeout_s: time limit of one reward call on the batch (see the module
         docstring for retries).
-      fail_on_error: raise `RewardError` on any failure instead of scoring
-        the affected samples 0.
+      fail_on_error: raise `RewardError` on any failure instead of leaving
+        the affected samples unscored (NaN).
 
     Returns:
-      `(total, metrics)`: the float32 [N] sum of weight * reward, and
-      `reward/<name>` (mean unweighted reward), `reward_failures/<name>`
-      (number of zeroed samples) and `reward/total` (mean total).
+      `(total, metrics)`: the float32 [N] sum of weight * reward over the
+      rewards that scored the sample (NaN where none did), and
+      `reward/<name>` (mean unweighted reward over the samples it scored),
+      `reward_failures/<name>` (number of samples it did not score) and
+      `reward/total` (mean total over the scored samples).
     """
     specs = [RewardSpec.parse(s) for s in specs]
     names = [s.name for s in specs]
@@ -386,6 +392,7 @@ class RewardRunner:
     except (TypeError, ValueError) as e:
       raise TypeError(f"task fields must be JSON-able: {e}") from e
     total = np.zeros(n, np.float64)
+    scored = np.zeros(n, bool)
     metrics = {}
     with self._lock:
       self._data = payload
@@ -395,13 +402,20 @@ class RewardRunner:
           values, failures = self._run_spec(
             spec, n, _chunk_size(spec, fields, n), timeout_s, fail_on_error
           )
-          total += spec.weight * values
-          metrics[f"reward/{spec.name}"] = float(values.mean()) if n else 0.0
+          ok = np.isfinite(values)
+          total += np.where(ok, spec.weight * values, 0.0)
+          scored |= ok
+          metrics[f"reward/{spec.name}"] = _mean(values[ok])
           metrics[f"reward_failures/{spec.name}"] = float(failures)
       finally:
         self._data = b""
-    metrics["reward/total"] = float(total.mean()) if n else 0.0
+    total[~scored] = np.nan
+    metrics["reward/total"] = _mean(total[scored])
     return total.astype(np.float32), metrics
+
+
+def _mean(x: np.ndarray) -> float:
+  return float(x.mean()) if x.size else 0.0
 
 
 def _chunk_size(spec: RewardSpec, fields: Mapping[str, Any], n: int) -> int:

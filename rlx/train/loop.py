@@ -422,6 +422,10 @@ def _optimizer(config, total_steps: int, **overrides) -> algos.OptimizerConfig:
 def make_algo(config, updates_per_step: int) -> algos.Algo:
   a = config.algo
   opt = _optimizer(config, config.train.steps * updates_per_step)
+  options = dict(a.options)
+  if algos.ALGORITHMS.get(a.name, (None,))[0] is algos.GRPOConfig:
+    # Dr. GRPO's normaliser is the completion budget, as in TRL.
+    options.setdefault("max_completion_length", config.rollout.max_new_tokens)
   try:
     return algos.make(
       a.name,
@@ -431,7 +435,7 @@ def make_algo(config, updates_per_step: int) -> algos.Algo:
       temperature=max(config.rollout.temperature, 1e-6)
       if config.rollout.strategy == "sample"
       else 1.0,
-      **dict(a.options),
+      **options,
     )
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.algo ({a.name}): {e}") from e
@@ -648,7 +652,9 @@ def run_rl(trainer: Trainer, sft_params, writer):
       )
       reward_metrics.update(extra)
     t2 = time.perf_counter()
-    batch = _rl_batch(prompt_tokens, prompt_mask, out, reward, G)
+    batch = _rl_batch(
+      prompt_tokens, prompt_mask, out, reward, G, trainer.sampling
+    )
     batch = _to_device(batch, mesh)
     batch, stats = prepare(
       state.params,
@@ -776,8 +782,11 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
   return (new_examples, *jax.tree.map(local, picked), metrics)
 
 
-def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
-  """Prompt (repeated G times) + completion rows for the update."""
+def _rl_batch(prompt_tokens, prompt_mask, out, reward, G, sampling) -> dict:
+  """Prompt (repeated G times) + completion rows for the update; `truncated`
+  flags the completions that hit `max_new_tokens` without a stop."""
+  eos = [(e,) for e in sampling["eos_ids"]]
+  stops = eos + list(sampling["stop_sequences"])
   ptok = np.repeat(prompt_tokens, G, axis=0)
   pmask = np.repeat(prompt_mask, G, axis=0)
   cmask = np.asarray(out.mask, np.int32)
@@ -786,6 +795,7 @@ def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
     "mask": np.concatenate([pmask, cmask], 1),
     "completion_mask": np.concatenate([np.zeros_like(pmask), cmask], 1),
     "rewards": np.asarray(reward, np.float32),
+    "truncated": algos.truncated_completions(out.tokens, out.lengths, stops),
   }
 
 
