@@ -425,6 +425,18 @@ def test_grpo_full_matches_its_closed_form():
   check_mean(samples, pred)
 
 
+def test_other_loss_types_on_policy():
+  """On-policy (ratio 1), CISPO (epsilon_high >= 1), SAPO and VESPO weight
+  the token gradient by exactly 1: batch by batch, their update is that of
+  the clipped surrogate with the same aggregation."""
+  prob = problem()
+  idx = prob.sample(256, seed=6)
+  for name, same in [("cispo", "dapo"), ("sapo", "grpo"), ("vespo", "dapo")]:
+    got = rlx_updates(prob, algos.make(name), idx)
+    want = rlx_updates(prob, algos.make("grpo", loss_type=same, beta=0), idx)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 # KL estimators ----------------------------------------------------------------
 
 
