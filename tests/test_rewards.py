@@ -555,6 +555,8 @@ def test_reward_spec_validation():
 
 # --- runner -----------------------------------------------------------------
 
+NAN = float("nan")  # a sample no reward scored (TRL: left out of the stats)
+
 
 def test_runner_weighted_total_and_metrics(runner):
   completions = [
@@ -619,7 +621,7 @@ def test_runner_retries_per_sample(runner):
   total, metrics = runner.compute(
     [f"{FIX}:raises_on_bad"], ["p"] * 3, ["ok", "bad", "ok"]
   )
-  np.testing.assert_allclose(total, [1.0, 0.0, 1.0])
+  np.testing.assert_allclose(total, [1.0, np.nan, 1.0])
   assert metrics[f"reward_failures/{FIX}:raises_on_bad"] == 1
 
 
@@ -630,7 +632,7 @@ def test_runner_retries_per_group(runner):
     ["ok", "ok", "bad", "ok"],
     {"group_size": 2},
   )
-  np.testing.assert_allclose(total, [2.0, 2.0, 0.0, 0.0])
+  np.testing.assert_allclose(total, [2.0, 2.0, np.nan, np.nan])
   assert metrics[f"reward_failures/{FIX}:raises_on_bad"] == 2
 
 
@@ -656,17 +658,17 @@ def test_runner_timeout_spares_good_samples(runner):
   total, metrics = runner.compute(
     [f"{FIX}:sleeps_on_hang"], ["p"] * 3, ["a", "b", "hang"], timeout_s=1.0
   )
-  np.testing.assert_allclose(total, [1.0, 1.0, 0.0])
+  np.testing.assert_allclose(total, [1.0, 1.0, np.nan])
   assert metrics[f"reward_failures/{FIX}:sleeps_on_hang"] == 1
 
 
 @pytest.mark.parametrize(
   "fn,completions,failures,expected",
   [
-    ("returns_none", ["a", "b"], 2, [0, 0]),
-    ("wrong_length", ["a", "b"], 2, [0, 0]),
-    ("exits", ["a", "b"], 2, [0, 0]),
-    ("returns_invalid", ["none", "nan", "inf", "s", "ok"], 4, [0, 0, 0, 0, 1]),
+    ("returns_none", ["a", "b"], 2, [NAN, NAN]),
+    ("wrong_length", ["a", "b"], 2, [NAN, NAN]),
+    ("exits", ["a", "b"], 2, [NAN, NAN]),
+    ("returns_invalid", ["none", "nan", "inf", "s", "ok"], 4, [NAN] * 4 + [1]),
     ("prints", ["a"], 0, [2]),
   ],
 )
@@ -675,6 +677,24 @@ def test_runner_bad_outputs(runner, fn, completions, failures, expected):
   total, metrics = runner.compute([f"{FIX}:{fn}"], ["p"] * n, completions)
   np.testing.assert_allclose(total, expected)
   assert metrics[f"reward_failures/{FIX}:{fn}"] == failures
+
+
+def test_runner_unscored_samples_are_nan_per_reward(runner):
+  """One reward failing for a sample leaves the others' weighted sum (TRL's
+  nansum); a sample no reward scored is NaN; means skip unscored samples."""
+  total, metrics = runner.compute(
+    [(f"{FIX}:returns_invalid", 2.0), (f"{FIX}:raises_on_bad", 0.5)],
+    ["p"] * 3,
+    ["ok", "none", "bad"],
+  )
+  np.testing.assert_allclose(total, [2.0 + 0.5, 0.5, 2.0])
+  assert metrics[f"reward/{FIX}:returns_invalid"] == 1.0
+  assert metrics[f"reward_failures/{FIX}:returns_invalid"] == 1
+  total, metrics = runner.compute(
+    [f"{FIX}:returns_invalid"], ["p"] * 3, ["ok", "none", "ok"]
+  )
+  np.testing.assert_allclose(total, [1.0, NAN, 1.0])
+  assert metrics["reward/total"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -764,7 +784,9 @@ def test_runner_counts_invalid_values_by_cause(runner, caplog):
   completions = ["none", "nan", "inf", "s", "ok", "none"]
   with caplog.at_level("WARNING"):
     total, metrics = runner.compute([fn], ["p"] * 6, completions)
-  np.testing.assert_allclose(total, [0, 0, 0, 0, 1, 0])
+  # Invalid values leave their samples unscored (NaN), as in TRL.
+  nan = np.nan
+  np.testing.assert_allclose(total, [nan, nan, nan, nan, 1, nan])
   assert metrics[f"reward_failures/{fn}"] == 5
   causes = {
     k.rpartition("/")[2]: v for k, v in metrics.items() if fn + "/" in k
@@ -786,8 +808,8 @@ def test_runner_bounds_values_after_float32(runner):
   fn = f"{FIX}:returns_huge"
   completions = ["1e300", "1e39", "int", "2e6", "ok"]
   total, metrics = runner.compute([fn], ["p"] * 5, completions)
-  assert np.isfinite(total).all()
-  np.testing.assert_allclose(total, [0, 0, 0, 0, 1])
+  assert not np.isinf(total).any()
+  np.testing.assert_allclose(total, [np.nan] * 4 + [1])
   assert metrics[f"reward_failures/{fn}/out_of_bounds"] == 3
   assert metrics[f"reward_failures/{fn}/inf"] == 1
   total, metrics = runner.compute([fn], ["p"], ["2e6"], max_abs=1e7)
@@ -845,7 +867,7 @@ def test_worker_memory_is_limited():
   with rewards.RewardRunner(memory_limit_mb=256) as runner:
     fn = f"{FIX}:allocates"
     total, metrics = runner.compute([fn], ["p"] * 2, ["16", "2048"])
-    np.testing.assert_allclose(total, [1, 0])
+    np.testing.assert_allclose(total, [1, np.nan])
     assert metrics[f"reward_failures/{fn}/error"] == 1
     with pytest.raises(rewards.RewardError, match="reward.memory_limit_mb"):
       runner.compute([fn], ["p"], ["2048"], fail_on_error=True)

@@ -259,7 +259,8 @@ def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
     batch = original(*args)
     calls.append(1)
     if len(calls) == 2:
-      batch["rewards"] = np.full_like(batch["rewards"], np.nan)
+      # inf, not NaN: a NaN reward means unscorable (advantage 0).
+      batch["rewards"] = np.full_like(batch["rewards"], np.inf)
     return batch
 
   monkeypatch.setattr(train.loop, "_rl_batch", poisoned)

@@ -24,16 +24,20 @@ Containment, per reward and call:
    list of the batch's length, it is retried on chunks of `group_size`
    samples (the task field or reward parameter; else single samples), all
    retries together limited to another `timeout_s`. Samples whose chunk
-   fails or is not reached in time get 0. A worker that died is restarted.
+   fails or is not reached in time are unscored by that reward.
 3. A returned value that is None (`unscorable`), NaN (`nan`), infinite
    (`inf`), larger in magnitude than `max_abs` (`out_of_bounds`: 1e300 is
    finite in float64 but inf in the float32 total) or not a real number
-   (`not_a_number`) gives that sample 0.
+   (`not_a_number`) leaves that sample unscored by that reward.
 
-Every zeroed sample counts in `reward_failures/<name>`, and by cause in
+Unscored samples are NaN for that reward, as in TRL: the weighted total
+skips them, and a sample no reward scored has total NaN, which the GRPO
+advantages leave out of its group's mean and std (`rlx.algos.advantages`).
+Every unscored sample counts in `reward_failures/<name>`, and by cause in
 `reward_failures/<name>/<cause>` (`error` for a failed call, or one of the
 causes above); invalid values are logged. With `fail_on_error=True` the
-first failure raises `RewardError` instead.
+first failure raises `RewardError` instead. A user reward that cannot be
+imported always raises `RewardError`.
 """
 
 from __future__ import annotations
@@ -369,8 +373,9 @@ class RewardRunner:
     fail_on_error: bool,
     max_abs: float,
   ) -> tuple[np.ndarray, dict[str, int]]:
-    """Returns per-sample values (0 where failed) and failures by cause."""
-    values = np.zeros(n, np.float64)
+    """Returns per-sample values (NaN where unscored) and failures by
+    cause."""
+    values = np.full(n, np.nan)
     counts = dict.fromkeys(_CAUSES, 0)
     if not n:
       return values, counts
@@ -449,17 +454,18 @@ class RewardRunner:
         `completion_lengths`) or scalars (e.g. `group_size`).
       timeout_s: time limit of one reward call on the batch (see the module
         docstring for retries).
-      fail_on_error: raise `RewardError` on any failure instead of scoring
-        the affected samples 0.
+      fail_on_error: raise `RewardError` on any failure instead of leaving
+        the affected samples unscored (NaN).
       max_abs: largest valid |reward value|; larger ones are invalid
         (`out_of_bounds`).
 
     Returns:
-      `(total, metrics)`: the float32 [N] sum of weight * reward, and
-      `reward/<name>` (mean unweighted reward), `reward_failures/<name>`
-      (number of zeroed samples), `reward_failures/<name>/<cause>` (the
-      same by cause, see the module docstring) and `reward/total` (mean
-      total).
+      `(total, metrics)`: the float32 [N] sum of weight * reward over the
+      rewards that scored the sample (NaN where none did), and
+      `reward/<name>` (mean unweighted reward over the samples it scored),
+      `reward_failures/<name>` (number of samples it did not score),
+      `reward_failures/<name>/<cause>` (the same by cause, see the module
+      docstring) and `reward/total` (mean total over the scored samples).
     """
     specs = [RewardSpec.parse(s) for s in specs]
     names = [s.name for s in specs]
@@ -480,6 +486,7 @@ class RewardRunner:
     except (TypeError, ValueError) as e:
       raise TypeError(f"task fields must be JSON-able: {e}") from e
     total = np.zeros(n, np.float64)
+    scored = np.zeros(n, bool)
     metrics = {}
     with self._lock:
       self._data = payload
@@ -495,20 +502,23 @@ class RewardRunner:
             max_abs,
           )
           _log_invalid(spec.name, counts, n)
-          total += spec.weight * values
-          metrics[f"reward/{spec.name}"] = float(values.mean()) if n else 0.0
+          ok = np.isfinite(values)
+          total += np.where(ok, spec.weight * values, 0.0)
+          scored |= ok
+          metrics[f"reward/{spec.name}"] = _mean(values[ok])
           metrics[f"reward_failures/{spec.name}"] = float(sum(counts.values()))
           for cause, count in counts.items():
             metrics[f"reward_failures/{spec.name}/{cause}"] = float(count)
       finally:
         self._data = b""
     total32 = total.astype(np.float32)
-    if not np.isfinite(total32).all():
+    if not np.isfinite(total32[scored]).all():
       raise RewardError(
         "the weighted total reward is not finite in float32: check "
         f"the reward weights {[(s.name, s.weight) for s in specs]}"
       )
-    metrics["reward/total"] = float(total.mean()) if n else 0.0
+    total32[~scored] = np.nan
+    metrics["reward/total"] = _mean(total[scored])
     return total32, metrics
 
 
@@ -532,12 +542,16 @@ def _log_invalid(name: str, counts: Mapping[str, int], n: int) -> None:
   if invalid:
     logging.warning(
       "reward %r returned %d invalid values for %d completions (%s); they "
-      "score 0",
+      "are unscored (NaN)",
       name,
       sum(invalid.values()),
       n,
       ", ".join(f"{k}: {v}" for k, v in invalid.items()),
     )
+
+
+def _mean(x: np.ndarray) -> float:
+  return float(x.mean()) if x.size else 0.0
 
 
 def _chunk_size(spec: RewardSpec, fields: Mapping[str, Any], n: int) -> int:

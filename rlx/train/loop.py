@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 import zlib
 from collections import Counter
 
@@ -450,6 +451,10 @@ def _optimizer(config, total_steps: int, **overrides) -> algos.OptimizerConfig:
 def make_algo(config, updates_per_step: int) -> algos.Algo:
   a = config.algo
   opt = _optimizer(config, config.train.steps * updates_per_step)
+  options = dict(a.options)
+  if algos.ALGORITHMS.get(a.name, (None,))[0] is algos.GRPOConfig:
+    # Dr. GRPO's normaliser is the completion budget, as in TRL.
+    options.setdefault("max_completion_length", config.rollout.max_new_tokens)
   try:
     return algos.make(
       a.name,
@@ -459,7 +464,7 @@ def make_algo(config, updates_per_step: int) -> algos.Algo:
       temperature=max(config.rollout.temperature, 1e-6)
       if config.rollout.strategy == "sample"
       else 1.0,
-      **dict(a.options),
+      **options,
     )
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.algo ({a.name}): {e}") from e
@@ -775,7 +780,9 @@ def run_rl(trainer: Trainer, sft_params, writer):
       )
       reward_metrics.update(extra)
     t2 = time.perf_counter()
-    batch = _rl_batch(prompt_tokens, prompt_mask, out, reward, G)
+    batch = _rl_batch(
+      prompt_tokens, prompt_mask, out, reward, G, trainer.sampling
+    )
     batch = _to_device(batch, mesh)
     batch, stats = prepare(
       state.params,
@@ -794,7 +801,8 @@ def run_rl(trainer: Trainer, sft_params, writer):
       elapsed += t3 - t0
 
     record = {
-      "train/reward": float(trainer.gather(reward).mean()),
+      # NaN: unscored by every reward (left out of the advantages too).
+      "train/reward": _nanmean(trainer.gather(reward)),
       "train/accuracy": float(trainer.gather(correct).mean()),
       "train/response_length": float(trainer.gather(out.lengths).mean()),
       "time/rollout_s": t1 - t0,
@@ -846,8 +854,10 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
   examples, tokens, mask, out, reward, correct = whole(first)
   n = len(examples)
 
-  def informative(rew):
-    return rew.reshape(-1, G).std(axis=1) > 0
+  def informative(rew):  # unscored (NaN) samples left out, as in the loss
+    with warnings.catch_warnings():  # an all-NaN group's std is NaN
+      warnings.simplefilter("ignore", RuntimeWarning)
+      return np.nan_to_num(np.nanstd(rew.reshape(-1, G), axis=1)) > 0
 
   keep = [i for i in range(n) if informative(reward)[i]]
   pool = [(examples, tokens, mask, out, reward, correct, keep)]
@@ -904,8 +914,17 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
   return (new_examples, *jax.tree.map(local, picked), metrics)
 
 
-def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
-  """Prompt (repeated G times) + completion rows for the update."""
+def _nanmean(x: np.ndarray) -> float:
+  x = np.asarray(x, np.float64)
+  ok = np.isfinite(x)
+  return float(x[ok].mean()) if ok.any() else float("nan")
+
+
+def _rl_batch(prompt_tokens, prompt_mask, out, reward, G, sampling) -> dict:
+  """Prompt (repeated G times) + completion rows for the update; `truncated`
+  flags the completions that hit `max_new_tokens` without a stop."""
+  eos = [(e,) for e in sampling["eos_ids"]]
+  stops = eos + list(sampling["stop_sequences"])
   ptok = np.repeat(prompt_tokens, G, axis=0)
   pmask = np.repeat(prompt_mask, G, axis=0)
   cmask = np.asarray(out.mask, np.int32)
@@ -914,6 +933,7 @@ def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
     "mask": np.concatenate([pmask, cmask], 1),
     "completion_mask": np.concatenate([np.zeros_like(pmask), cmask], 1),
     "rewards": np.asarray(reward, np.float32),
+    "truncated": algos.truncated_completions(out.tokens, out.lengths, stops),
   }
 
 
