@@ -644,7 +644,11 @@ def _supervised_phase(
   def done(step):
     if steps is not None:
       return step >= steps
-    return elapsed >= seconds and (not eval_every or step % eval_every == 0)
+    if eval_every and step % eval_every:
+      return False
+    # Process 0's clock decides, so that every process stops at one step.
+    times = multihost_utils.broadcast_one_to_all(np.array([elapsed, seconds]))
+    return bool(times[0] >= times[1])
 
   if done(start):
     ckpt.close()

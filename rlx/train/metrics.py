@@ -141,18 +141,22 @@ def plot_metrics(workdir: str) -> str | None:
   if control:
     first = _eval_records(records, "rl")[:1]
     lines = []
-    for phase, evals in (
-      ("RL", _eval_records(records, "rl")),
-      ("SFT control", first + control),
-    ):
-      for c in ["", *(f"{c}/" for c in categories(first[0]))]:
-        k = f"eval/{c}accuracy"
+    phases = (("RL", _eval_records(records, "rl")), ("SFT control", control))
+    for color, (phase, evals) in zip(("C0", "C3"), phases):
+      if phase == "SFT control":
+        evals = first + evals  # both start from the SFT model
+      groups = ["", *(f"{c}/" for c in categories(first[0]))]
+      for style, group in zip(("-", "--", ":"), groups):
+        k = f"eval/{group}accuracy"
         pts = [(r["time/elapsed_s"], r[k]) for r in evals if k in r]
-        lines.append(
-          (f"{phase} {c or 'all'}".strip("/"), pts, "-" if not c else ":")
-        )
-    panels.append(
-      ("held-out greedy accuracy: RL vs SFT control", "step time (s)", lines)
+        label = f"{phase}: {group.strip('/') or 'all'}"
+        lines.append((label, pts, color + style))
+    if "teacher/majority_accuracy" in first[0]:
+      end = max(r["time/elapsed_s"] for r in control)
+      y = first[0]["teacher/majority_accuracy"]
+      lines.append(("teacher: all", [(0, y), (end, y)], "k-."))
+    panels.insert(
+      0, ("held-out greedy accuracy: RL vs SFT control", "step time (s)", lines)
     )
   if not panels:
     return None
