@@ -50,10 +50,9 @@ def main(argv):
   for lr in _LRS.value:
     workdir = os.path.join(_WORKDIR.value, f"lr_{lr}")
     for part in ("tokenizer", os.path.join("checkpoints", "sft")):
-      if not os.path.exists(os.path.join(workdir, part)):
-        shutil.copytree(
-          os.path.join(sft_dir, part), os.path.join(workdir, part)
-        )
+      source, target = (os.path.join(d, part) for d in (sft_dir, workdir))
+      if os.path.exists(source) and not os.path.exists(target):
+        shutil.copytree(source, target)
     config = base.copy_and_resolve_references()
     config.optimizer.learning_rate = float(lr)
     config.train.steps = _STEPS.value
