@@ -39,7 +39,12 @@ from rlx.data import tokenizer as tokenizer_lib
 from rlx.rewards import extract
 from rlx.train import checkpoint as ckpt_lib
 from rlx.train import metrics as metrics_lib
-from rlx.train.config import ConfigError, check_config, make_dataclass
+from rlx.train.config import (
+  ConfigError,
+  check_config,
+  make_algo,
+  make_sft_algo,
+)
 
 TASK_SYMBOLS = ("<think>", "</think>", "<answer>", "</answer>")
 
@@ -409,44 +414,6 @@ class Trainer:
 
 
 # Phases -----------------------------------------------------------------------
-
-
-def _optimizer(config, total_steps: int, **overrides) -> algos.OptimizerConfig:
-  o = dict(config.optimizer)
-  o.update(overrides)
-  if o.get("schedule") == "cosine":
-    o["total_steps"] = total_steps
-  return make_dataclass(algos.OptimizerConfig, o, "optimizer")
-
-
-def make_algo(config, updates_per_step: int) -> algos.Algo:
-  a = config.algo
-  opt = _optimizer(config, config.train.steps * updates_per_step)
-  try:
-    return algos.make(
-      a.name,
-      optimizer=opt,
-      num_epochs=a.num_epochs,
-      num_minibatches=a.num_minibatches,
-      temperature=max(config.rollout.temperature, 1e-6)
-      if config.rollout.strategy == "sample"
-      else 1.0,
-      **dict(a.options),
-    )
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"config.algo ({a.name}): {e}") from e
-
-
-def make_sft_algo(config) -> algos.Algo:
-  s = config.sft
-  opt = _optimizer(
-    config,
-    s.steps,
-    learning_rate=s.learning_rate,
-    warmup_steps=s.warmup_steps,
-    schedule="cosine" if s.steps > s.warmup_steps else "constant",
-  )
-  return algos.make("sft", optimizer=opt)
 
 
 def _sft_batch(trainer: Trainer, examples) -> dict:
