@@ -84,7 +84,10 @@ def test_flipped_byte_in_array_data_falls_back_with_a_warning(
     step, state, meta = _restore(str(tmp_path), second)
   assert step == 1, "a damaged checkpoint was restored"
   _equal(state, first)
-  assert f"{tmp_path}/2 is damaged" in caplog.text
+  rel = os.path.relpath(path, tmp_path / "2")
+  assert f"{tmp_path}/2 is damaged: the file {rel} fails its CRC-32" in (
+    caplog.text
+  )
   assert os.listdir(tmp_path) == ["1"]  # the damaged one is deleted
 
 
@@ -97,20 +100,32 @@ def test_nan_bytes_written_over_params_are_caught(tmp_path, caplog):
   assert at >= 0, "the array's bytes are not stored as they are"
   nan = np.full(4, np.nan, np.float32).tobytes()
   open(path, "wb").write(data[:at] + nan + data[at + 16 :])
+  # Without the file list (a save not confirmed complete) the arrays'
+  # checksums catch it after reading.
+  os.remove(tmp_path / "2" / ckpt_lib.FILES)
   with caplog.at_level(logging.WARNING):
     step, _, _ = _restore(str(tmp_path), second)
   assert step == 1
   assert "checksum mismatch in 1 of 3 arrays: ['params']['w']" in caplog.text
 
 
-def test_edited_or_emptied_metadata_falls_back(tmp_path, caplog):
+@pytest.mark.parametrize("file_list", [True, False])
+def test_edited_or_emptied_metadata_falls_back(file_list, tmp_path, caplog):
   first, second = _save_two(str(tmp_path))
   with open(tmp_path / "2" / "meta" / "metadata", "w") as f:
     json.dump({}, f)
+  if not file_list:
+    os.remove(tmp_path / "2" / ckpt_lib.FILES)
+  else:  # the same size: only the CRC-32 tells
+    with open(tmp_path / "2" / "meta" / "metadata", "w") as f:
+      f.write(json.dumps({"data": {"epoch": 0, "position": 24}}))
   with caplog.at_level(logging.WARNING):
     step, _, meta = _restore(str(tmp_path), second)
   assert step == 1 and meta["data"]["position"] == 8
-  assert "metadata does not match its checksum (got {})" in caplog.text
+  if file_list:
+    assert "the file meta/metadata fails its CRC-32" in caplog.text
+  else:
+    assert "metadata does not match its checksum (got {})" in caplog.text
 
 
 def test_non_finite_state_is_not_saved(tmp_path, caplog):
@@ -128,13 +143,14 @@ def test_every_checkpoint_damaged_is_one_clear_error(tmp_path):
   _, second = _save_two(str(tmp_path))
   with open(tmp_path / "2" / "meta" / "metadata", "w") as f:
     f.write("{}")
+  os.remove(tmp_path / "2" / ckpt_lib.FILES)
   shutil.rmtree(tmp_path / "1" / "state")
   with pytest.raises(ckpt_lib.CheckpointCorruptError) as error:
     _restore(str(tmp_path), second)
   message = str(error.value)
   assert message.startswith(f"no checkpoint in {tmp_path} could be restored")
   assert "step 2: its metadata does not match its checksum" in message
-  assert "step 1: unreadable" in message
+  assert "step 1: the file state/" in message and "is missing" in message
 
 
 def test_checksums_do_not_depend_on_the_sharding():
@@ -146,3 +162,15 @@ def test_checksums_do_not_depend_on_the_sharding():
   changed = dict(state, step=jnp.int32(4))
   a, b = ckpt_lib.fingerprint(state), ckpt_lib.fingerprint(changed)
   assert a["['step']"]["checksums"] != b["['step']"]["checksums"]
+
+
+def test_file_list_is_written_once_the_save_completes(tmp_path):
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path))
+  ckpt.save(1, _state(1), {})
+  ckpt.wait()
+  listed = json.load(open(tmp_path / "1" / ckpt_lib.FILES))["files"]
+  assert listed == ckpt_lib.list_files(str(tmp_path / "1"))
+  assert any(p.startswith("state/") for p in listed) and "meta/metadata" in (
+    listed
+  )
+  ckpt.close()

@@ -8,6 +8,13 @@ into a temporary directory and renames it when complete, so a run killed
 at any moment leaves only whole checkpoints, and a manifest exists exactly
 when its checkpoint was completely written.
 
+Once an asynchronous save has completed (checked at the next save, `wait`
+or `close`), a second list, `files.json`, records the size and CRC-32 of
+every file the checkpoint wrote. It is checked before orbax reads
+anything, so a truncated, missing or altered file is refused without
+reading it (orbax reading a broken checkpoint can leave callbacks that
+print "Event loop is closed" tracebacks for a long while after).
+
 On restore the manifest is checked against the restored arrays and
 document: a checkpoint that fails to load or to verify (flipped bytes,
 edited metadata, non-finite values) is reported, naming what failed, and
@@ -26,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +122,51 @@ def _listed(paths: list[str], limit: int = 3) -> str:
   return ", ".join(paths[:limit]) + more
 
 
+FILES = "files.json"
+
+
+def _crc32(path: str) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 24):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def list_files(step_dir: str) -> dict[str, list[int]]:
+  """{relative path: [size, crc32]} of every file of a checkpoint."""
+  out = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel != FILES and not rel.endswith(".tmp"):
+        out[rel] = [os.path.getsize(path), _crc32(path)]
+  return out
+
+
+def verify_files(step_dir: str) -> str | None:
+  """What is wrong with a checkpoint's files, or None (also when it has no
+  file list: a save that was not confirmed complete, or an older rlx)."""
+  path = os.path.join(step_dir, FILES)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      listed = json.load(f)["files"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    return f"its file list {FILES} is unreadable ({e})"
+  for rel, (size, crc) in sorted(listed.items()):
+    full = os.path.join(step_dir, rel)
+    if not os.path.exists(full):
+      return f"the file {rel} is missing"
+    if os.path.getsize(full) != size:
+      return f"the file {rel} has {os.path.getsize(full)} bytes, not {size}"
+    if _crc32(full) != crc:
+      return f"the file {rel} fails its CRC-32 (corrupted bytes)"
+  return None
+
+
 def verify(manifest: dict, state, meta) -> str | None:
   """What is wrong with a restored (state, meta), or None if it matches
   its manifest and is finite."""
@@ -163,6 +216,20 @@ class Checkpointer:
       options=options,
       item_names=("state", "meta", "manifest"),
     )
+    self._unlisted: list[int] = []  # saved; file list not yet written
+
+  def _list_completed(self) -> None:
+    """Wait for the asynchronous save, then write the file lists of the
+    checkpoints it completed."""
+    self.manager.wait_until_finished()
+    for step in self._unlisted:
+      step_dir = os.path.join(self.directory, str(step))
+      if jax.process_index() == 0 and os.path.isdir(step_dir):
+        tmp = os.path.join(step_dir, FILES + ".tmp")
+        with open(tmp, "w") as f:
+          json.dump({"files": list_files(step_dir)}, f)
+        os.replace(tmp, os.path.join(step_dir, FILES))
+    self._unlisted = []
 
   def save(self, step: int, state, meta: dict) -> bool:
     """Start an asynchronous save; False (and a warning) when `state` holds
@@ -181,6 +248,7 @@ class Checkpointer:
       "arrays": arrays,
       "meta_sha256": _meta_digest(meta),
     }
+    self._list_completed()
     self.manager.save(
       step,
       args=ocp.args.Composite(
@@ -189,6 +257,7 @@ class Checkpointer:
         manifest=ocp.args.JsonSave(manifest),
       ),
     )
+    self._unlisted.append(step)
     return True
 
   def steps(self) -> list[int]:
@@ -197,9 +266,11 @@ class Checkpointer:
   def _restore(self, step: int, abstract_state):
     """(state, meta, problem or None) of one checkpoint; raises if
     unreadable."""
-    has_manifest = os.path.isdir(
-      os.path.join(self.directory, str(step), "manifest")
-    )
+    step_dir = os.path.join(self.directory, str(step))
+    problem = verify_files(step_dir)
+    if problem is not None:
+      return None, None, problem
+    has_manifest = os.path.isdir(os.path.join(step_dir, "manifest"))
     items = dict(
       state=ocp.args.StandardRestore(abstract_state),
       meta=ocp.args.JsonRestore(),
@@ -255,10 +326,10 @@ class Checkpointer:
     return None
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    self._list_completed()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    self._list_completed()
     self.manager.close()
 
 
