@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rlx import train  # noqa: E402
 from rlx.models.hf import CheckpointError  # noqa: E402
 from rlx.train.checkpoint import CheckpointCorruptError  # noqa: E402
+from rlx.train.loop import TrainingDivergedError  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(
   os.path.dirname(os.path.abspath(__file__)), "configs", "grpo_arithmetic.py"
@@ -69,7 +70,12 @@ def main(argv):
   config = _CONFIG.value
   try:
     summary = train.run(config, _WORKDIR.value)
-  except (train.ConfigError, CheckpointError, CheckpointCorruptError) as e:
+  except (
+    train.ConfigError,
+    CheckpointError,
+    CheckpointCorruptError,
+    TrainingDivergedError,
+  ) as e:
     sys.exit(f"error: {e}")
   if jax.process_index() != 0:
     return

@@ -372,3 +372,92 @@ def test_eval_metrics_aggregate_per_prompt(tmp_path, monkeypatch):
   assert m["eval/accuracy"] == pytest.approx(2 / 12)
   assert m["eval/pass@2"] == pytest.approx(2 / 12)
   assert m["eval/mean@2"] == pytest.approx(1 / 12)
+
+
+def test_consecutive_skipped_steps_are_reported_and_stop_the_run(
+  tmp_path, monkeypatch, caplog
+):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps = 0
+  config.train.steps = 5
+  config.train.max_consecutive_skips = 2
+  original = train.loop._rl_batch
+
+  def poisoned(*args):
+    batch = original(*args)
+    batch["rewards"] = np.full_like(batch["rewards"], np.nan)
+    return batch
+
+  monkeypatch.setattr(train.loop, "_rl_batch", poisoned)
+  workdir = str(tmp_path / "run")
+  with (
+    caplog.at_level("WARNING"),
+    pytest.raises(
+      train.loop.TrainingDivergedError,
+      match=r"rl: 2 update steps in a row \(to step 2\) were skipped, "
+      r"reaching train.max_consecutive_skips=2; likely cause: the loss is "
+      r"not finite",
+    ),
+  ):
+    train.run(config, workdir)
+  for step in (1, 2):
+    assert f"rl step {step}: update skipped" in caplog.text
+  assert not os.path.exists(os.path.join(workdir, "export"))
+  assert not os.listdir(os.path.join(workdir, "checkpoints", "rl"))
+
+
+def test_absurd_update_stops_before_it_is_saved(tmp_path):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps = 2
+  config.sft.warmup_steps = 0
+  config.sft.learning_rate = 1e10
+  workdir = str(tmp_path / "run")
+  with pytest.raises(
+    train.loop.TrainingDivergedError,
+    match=r"sft step 1: one update grew the params' global norm .* times .*"
+    r"train.max_param_norm_growth=2.0; stopped before saving it",
+  ):
+    train.run(config, workdir)
+  assert not os.listdir(os.path.join(workdir, "checkpoints", "sft"))
+  assert not os.path.exists(os.path.join(workdir, "export"))
+
+
+def test_rl_resumes_from_its_own_checkpoints_when_every_sft_one_is_bad(
+  tmp_path, caplog
+):
+  """A damaged SFT checkpoint (metadata emptied: once a bare KeyError) and
+  an intact RL checkpoint of the last step: the run reports the SFT one in
+  a warning and finishes from the RL checkpoint."""
+  from rlx import algos
+  from rlx.data import DataIterator
+  from rlx.train import checkpoint as ckpt_lib
+  from rlx.train import loop
+
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps, config.train.steps = 2, 1
+  workdir = str(tmp_path / "run")
+  trainer = loop.Trainer(config, workdir)
+  for phase, algo, step in (
+    ("sft", loop.make_sft_algo(config), 2),
+    ("rl", loop.make_algo(config, 1), 1),
+  ):
+    state = algos.create_train_state(
+      trainer.graphdef, trainer.initial_params, algo, trainer.mesh
+    )
+    data = DataIterator(trainer.task.train, 8, seed=0)
+    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints", phase))
+    ckpt.save(step, state, {"data": data.state(), "running_mean": 0.0})
+    ckpt.close()
+  with open(os.path.join(workdir, "checkpoints/sft/2/meta/metadata"), "w") as f:
+    f.write("{}")
+  with caplog.at_level("WARNING"):
+    train.run(config, workdir)
+  assert "checkpoints/sft could be restored" in caplog.text
+  assert "RL resumes from its own checkpoints" in caplog.text
+  assert os.path.exists(os.path.join(workdir, "export", "config.json"))
+
+  config.algo.options.beta = 0.04  # a KL reference: the SFT policy
+  with pytest.raises(
+    ckpt_lib.CheckpointCorruptError, match="needs the SFT policy as its ref"
+  ):
+    train.run(config, workdir)

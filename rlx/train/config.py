@@ -113,7 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.max_consecutive_skips = 3
   # Stop when one step grows the params' global norm by more than this
   # factor (a finite but absurd update); 0 disables the check.
-  c.train.max_param_norm_growth = 1.5
+  c.train.max_param_norm_growth = 2.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_prompts = 128

@@ -478,6 +478,63 @@ def _save_due(step: int, total: int, every: int) -> bool:
   return step % every == 0 or step == total
 
 
+class TrainingDivergedError(RuntimeError):
+  """Updates that cannot be trusted; raised before they are saved."""
+
+
+class _UpdateGuard:
+  """Reports every skipped update step; stops the run after
+  `train.max_consecutive_skips` in a row, or after one step that grows the
+  params' norm more than `train.max_param_norm_growth` times."""
+
+  def __init__(self, config, phase: str):
+    self.max_skips = config.train.max_consecutive_skips
+    self.max_growth = config.train.max_param_norm_growth
+    self.phase = phase
+    self.skips = 0
+
+  def check(self, step: int, m: dict) -> None:
+    loss, grad_norm = m.get("loss", np.nan), m.get("grad_norm", np.nan)
+    norm = m.get("param_norm", 0.0)
+    if m.get("skipped_steps"):
+      self.skips += 1
+      logging.warning(
+        "%s step %d: update skipped (%d optimizer steps): loss=%.4g, "
+        "grad_norm=%.4g are not finite; params unchanged (%d in a row)",
+        self.phase,
+        step,
+        int(m["skipped_steps"]),
+        loss,
+        grad_norm,
+        self.skips,
+      )
+      if self.skips >= self.max_skips:
+        if not np.isfinite(norm):
+          cause = "the params themselves are not finite (a damaged checkpoint?)"
+        elif not np.isfinite(loss):
+          cause = (
+            "the loss is not finite: check the rewards and advantages, or "
+            "lower the learning rate"
+          )
+        else:
+          cause = "the gradients overflow: lower the learning rate"
+        raise TrainingDivergedError(
+          f"{self.phase}: {self.skips} update steps in a row (to step "
+          f"{step}) were skipped, reaching train.max_consecutive_skips="
+          f"{self.max_skips}; likely cause: {cause}"
+        )
+    else:
+      self.skips = 0
+    growth = m.get("param_norm_growth", 1.0)
+    if self.max_growth and not growth <= self.max_growth:  # NaN too
+      raise TrainingDivergedError(
+        f"{self.phase} step {step}: one update grew the params' global norm "
+        f"{growth:.3g} times (to {norm:.3g}), more than "
+        f"train.max_param_norm_growth={self.max_growth}; stopped before "
+        "saving it. Likely cause: a learning rate far too high"
+      )
+
+
 def run_sft(trainer: Trainer, writer):
   """The SFT warm-up; returns the final params (resuming if possible)."""
   config = trainer.config
@@ -513,13 +570,14 @@ def run_sft(trainer: Trainer, writer):
   )
   key = _stream(config.seed, "sft")
   bar = _Progress(config.train.progress, steps, start, "sft")
-  pending = False
+  pending, guard = False, _UpdateGuard(config, "sft")
   for step in range(start + 1, steps + 1):
     batch = _to_device(_sft_batch(trainer, next(data)), mesh)
     state, m = update(state, batch, jax.random.fold_in(key, step))
     m = _scalars(m)
     writer.write(step, {f"update/{k}": v for k, v in m.items()}, "sft")
     bar.update(loss=m["loss"])
+    guard.check(step, m)
     pending |= _save_due(step, steps, config.train.save_every)
     if pending and not m.get("skipped_steps"):
       ckpt.save(step, state, {"data": data.state()})
@@ -527,6 +585,28 @@ def run_sft(trainer: Trainer, writer):
   bar.close()
   ckpt.close()
   return state.params
+
+
+def _run_sft_unless_rl_resumes(trainer: Trainer, writer):
+  """`run_sft`, or, when no SFT checkpoint can be restored but RL has
+  checkpoints of its own, the initial params for RL to resume over (unless
+  the algorithm needs the SFT policy as its reference)."""
+  try:
+    return run_sft(trainer, writer)
+  except ckpt_lib.CheckpointCorruptError as e:
+    rl_dir = os.path.join(trainer.workdir, "checkpoints", "rl")
+    if not os.path.isdir(rl_dir) or not any(
+      name.isdigit() for name in os.listdir(rl_dir)
+    ):
+      raise
+    name = trainer.config.algo.name
+    if make_algo(trainer.config, 1).needs_reference:
+      raise ckpt_lib.CheckpointCorruptError(
+        f"{e}\nRL has checkpoints in {rl_dir}, but {name} needs the SFT "
+        "policy as its reference"
+      ) from None
+    logging.warning("%s\nRL resumes from its own checkpoints in %s", e, rl_dir)
+    return trainer.initial_params
 
 
 def run_rl(trainer: Trainer, sft_params, writer):
@@ -592,7 +672,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
   if start == 0:
     writer.write(0, trainer.evaluate(state.params, 0), "rl")
   bar = _Progress(config.train.progress, steps, start, config.algo.name)
-  pending = False
+  pending, guard = False, _UpdateGuard(config, "rl")
   for step in range(start + 1, steps + 1):
     t0 = time.perf_counter()
     examples, prompt_tokens, prompt_mask, out, texts = _rollout(
@@ -647,6 +727,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
       record.update(trainer.evaluate(state.params, step))
     writer.write(step, record, "rl")
     bar.update(reward=record["train/reward"], acc=record["train/accuracy"])
+    guard.check(step, m)
     pending |= _save_due(step, steps, config.train.save_every)
     if pending and not m.get("skipped_steps"):
       ckpt.save(
@@ -771,7 +852,7 @@ def run(config, workdir: str) -> dict:
   try:
     params = trainer.initial_params
     if config.sft.steps:
-      params = run_sft(trainer, writer)
+      params = _run_sft_unless_rl_resumes(trainer, writer)
     params = run_rl(trainer, params, writer)
   finally:
     writer.close()
