@@ -1,9 +1,13 @@
 """The experiment config: defaults, and checks that name the bad key.
 
 Config files (`experiments/configs/*.py`) start from `default_config()` and
-change what they need. `check_config` refuses unknown keys (listing the
-allowed ones), unknown algorithm / reward / task names, and batch shapes
-that do not divide by the group size or the mesh.
+change what they need. `check_config`, run before any work, refuses unknown
+keys (listing the allowed ones), numbers of the wrong type or range in
+every section, unknown algorithm / reward / task names, reward kwargs for
+rewards not weighted, a group of one sample for group-baseline algorithms,
+and batch shapes that do not divide by the group size or the mesh; it
+builds the RL and SFT `Algo`s once, so their own checks run too. Each
+message is one line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
