@@ -13,7 +13,6 @@ call `jax.distributed.initialize` before anything else; the mesh then spans
 every process's devices. Process 0 writes metrics, plots and the export.
 """
 
-import json
 import os
 import sys
 
@@ -79,15 +78,11 @@ def main(argv):
     sys.exit(f"error: {e}")
   if jax.process_index() != 0:
     return
-  if summary:
-    before, after = summary["before"], summary["after"]
-    print(
-      "held-out accuracy: "
-      f"{before['eval/accuracy']:.1%} before RL -> "
-      f"{after['eval/accuracy']:.1%} after RL"
-    )
-    print(json.dumps(after, indent=1))
-  print(f"outputs in {os.path.abspath(_WORKDIR.value)}")
+  print(train.format_summary(summary))
+  print(
+    f"wall time {summary['wall_s'] / 60:.1f} min; outputs (metrics.jsonl, "
+    f"summary.json, plots.png, export/) in {os.path.abspath(_WORKDIR.value)}"
+  )
 
 
 if __name__ == "__main__":

@@ -68,11 +68,15 @@ SLOW = pytest.mark.slow
     pytest.param("dapo", marks=SLOW),
     pytest.param("gspo", marks=SLOW),
     pytest.param("reinforce_pp", marks=SLOW),
+    pytest.param("cispo", marks=SLOW),
+    pytest.param("sapo", marks=SLOW),
+    pytest.param("luspo", marks=SLOW),
+    pytest.param("vespo", marks=SLOW),
   ],
 )
 def test_update_moves_logprobs_with_the_advantage(setup, name):
   graphdef, params, mesh, batch = setup
-  options = {"epsilon": 0.2} if name == "gspo" else {}
+  options = {"epsilon": 0.2} if name in ("gspo", "luspo") else {}
   algo = algos.make(
     name,
     optimizer=algos.OptimizerConfig(learning_rate=3e-3),
@@ -226,6 +230,45 @@ def test_make_errors():
   assert (dapo.epsilon_low, dapo.epsilon_high) == (0.2, 0.28)
   assert algos.make("ppo").uses_value_head
   assert algos.make("gspo").config.importance_sampling_level == "sequence"
+
+
+def test_training_loop_passes_the_budget_and_truncation():
+  """`make_algo` sets Dr. GRPO's normaliser to rollout.max_new_tokens (TRL's
+  max_completion_length) for the GRPO family only; `_rl_batch` flags the
+  completions that used the whole budget without a stop."""
+  import importlib.util
+  import os
+  import types
+
+  from rlx.train import loop
+
+  path = os.path.join(
+    os.path.dirname(__file__), "..", "experiments", "configs",
+    "grpo_arithmetic.py",
+  )  # fmt: skip
+  spec = importlib.util.spec_from_file_location("grpo_arithmetic", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.algo.name = "dr_grpo"
+  algo = loop.make_algo(config, 1)
+  assert algo.config.max_completion_length == config.rollout.max_new_tokens
+  config.algo.options = {"max_completion_length": 7}
+  assert loop.make_algo(config, 1).config.max_completion_length == 7
+  config.algo.name, config.algo.options = "ppo", {}
+  assert loop.make_algo(config, 1).config.loss_type == "bnpo"
+  out = types.SimpleNamespace(
+    tokens=np.array([[3, 9, 0], [3, 4, 5], [3, 5, 6], [4, 4, 9]]),
+    mask=np.array([[1, 1, 0], [1, 1, 1], [1, 1, 1], [1, 1, 1]], bool),
+    lengths=np.array([2, 3, 3, 3]),
+  )
+  sampling = {"eos_ids": (9,), "stop_sequences": ((5, 6),)}
+  batch = loop._rl_batch(
+    np.ones((2, 2), np.int32), np.ones((2, 2), np.int32), out,
+    np.zeros(4, np.float32), 2, sampling,
+  )  # fmt: skip
+  np.testing.assert_array_equal(batch["truncated"], [False, True, False, False])
+  assert batch["tokens"].shape == (4, 5)
 
 
 def test_schedule():

@@ -56,9 +56,14 @@ def np_trl_grpo_loss(
   delta=None,
   max_completion_length=None,
   dapo_normalizer=None,
+  sapo_tau=(1.0, 1.05),
+  vespo=(2.0, 3.0, 3.0, 2.0),
+  frozen_logp=None,
 ):
   """TRL 1.16.0 `GRPOTrainer._compute_loss`, transcribed to numpy (one
   process, one accumulation step; `num_items_in_batch` = dapo normaliser).
+  cispo / vespo weights carry no gradient: `frozen_logp` computes them
+  from fixed log-probs, so finite differences in `logp` give the gradient.
   """
   logp, old, ref = (np.asarray(x, np.float64) for x in (logp, old, ref))
   mask = mask.astype(np.float64)
@@ -70,27 +75,66 @@ def np_trl_grpo_loss(
     log_w = (log_ratio * mask).sum(-1) / np.maximum(mask.sum(-1), 1.0)
     log_w = log_w[:, None]
   coef_1 = np.exp(log_w)
+  w_log_ratio, w_coef = log_ratio, coef_1
+  if frozen_logp is not None:
+    w_log_ratio = np.asarray(frozen_logp, np.float64) - old
+    w_coef = np.exp(w_log_ratio) if level == "token" else None
+    if level == "sequence":
+      w_coef = np.exp(
+        (w_log_ratio * mask).sum(-1, keepdims=True)
+        / np.maximum(mask.sum(-1, keepdims=True), 1.0)
+      )
   x = ref - logp
   kl = {"k1": -x, "k2": x**2 / 2, "k3": np.exp(x) - x - 1}[estimator]
   if bias_correction:
     kl = kl * coef_1
-  coef_2 = np.clip(coef_1, 1 - eps_low, 1 + eps_high)
-  if delta is not None:
-    coef_1 = np.minimum(coef_1, delta)
-  per_token = -np.minimum(coef_1 * adv, coef_2 * adv)
+  per_token = np_policy_per_token(
+    loss_type, logp, log_ratio, coef_1, adv, mask, eps_low, eps_high, delta,
+    sapo_tau, vespo, w_log_ratio, w_coef,
+  )  # fmt: skip
   if beta != 0:
     per_token = per_token + beta * kl
-  if loss_type == "grpo":
+  if loss_type in ("grpo", "sapo"):
     return ((per_token * mask).sum(-1) / np.maximum(mask.sum(-1), 1.0)).mean()
   if loss_type == "bnpo":
     return (per_token * mask).sum() / max(mask.sum(), 1.0)
   if loss_type == "dr_grpo":
     L = max_completion_length or mask.shape[1]
     return (per_token * mask).sum() / (per_token.shape[0] * L)
-  if loss_type == "dapo":
+  if loss_type in ("dapo", "cispo", "vespo"):
     norm = mask.sum() if dapo_normalizer is None else dapo_normalizer
     return (per_token * mask).sum() / max(norm, 1.0)
+  if loss_type == "luspo":
+    return (per_token * mask).sum(-1).mean()
   raise ValueError(loss_type)
+
+
+def np_vespo_phi(log_ratio, mask, adv, k_pos, lam_pos, k_neg, lam_neg):
+  """VESPO's Gamma weight of the sequence ratio (TRL 1.16's
+  `get_gamma_weights`): phi(W) = e^lam W^k e^(-lam W)."""
+  seq = (np.clip(log_ratio, -20, 20) * mask).sum(-1, keepdims=True)
+  log_w = np.clip(seq, np.log(1e-8), 20)
+  k = np.where(adv >= 0, k_pos, k_neg)
+  lam = np.maximum(np.where(adv >= 0, lam_pos, lam_neg), 1e-4)
+  phi = np.exp(lam) * np.exp(log_w) ** k * np.exp(-lam * np.exp(log_w))
+  return np.nan_to_num(phi, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def np_policy_per_token(
+  loss_type, logp, log_ratio, coef_1, adv, mask, eps_low, eps_high, delta,
+  sapo_tau, vespo, w_log_ratio, w_coef,
+):  # fmt: skip
+  if loss_type == "cispo":
+    return -np.minimum(w_coef, eps_high) * adv * logp
+  if loss_type == "sapo":
+    tau = np.where(adv > 0, *sapo_tau)
+    return -(1 / (1 + np.exp(-tau * (coef_1 - 1)))) * 4 / tau * adv
+  if loss_type == "vespo":
+    return -np_vespo_phi(w_log_ratio, mask, adv, *vespo) * adv * logp
+  coef_2 = np.clip(coef_1, 1 - eps_low, 1 + eps_high)
+  if delta is not None:
+    coef_1 = np.minimum(coef_1, delta)
+  return -np.minimum(coef_1 * adv, coef_2 * adv)
 
 
 # Log-probs --------------------------------------------------------------------
@@ -314,6 +358,137 @@ def test_grpo_loss_matches_trl(loss_type, level, beta):
     )
     np.testing.assert_allclose(loss, want, rtol=RTOL, atol=1e-7)
     assert np.isfinite(float(metrics["ratio_max"]))
+
+
+VARIANT_CASES = list(
+  itertools.product(
+    ["cispo", "sapo", "luspo", "vespo"],
+    ["token", "sequence"],
+    [0.0, 0.04],
+  )
+)
+
+
+def _variant_config(loss_type, level, beta, **kw):
+  return algos.GRPOConfig(
+    loss_type=loss_type,
+    importance_sampling_level=level,
+    beta=beta,
+    epsilon_low=0.2,
+    epsilon_high=1.1 if loss_type == "cispo" else 0.28,
+    sapo_temperature_pos=1.3,
+    sapo_temperature_neg=0.9,
+    vespo_k_pos=2.5,
+    vespo_lambda_pos=3.5,
+    vespo_k_neg=1.5,
+    vespo_lambda_neg=2.5,
+    **kw,
+  )
+
+
+def _np_variant(loss_type, level, beta, logp, old, ref, adv, mask, **kw):
+  return np_trl_grpo_loss(
+    logp, old, ref, adv, mask, loss_type=loss_type, eps_low=0.2,
+    eps_high=1.1 if loss_type == "cispo" else 0.28, beta=beta, level=level,
+    sapo_tau=(1.3, 0.9), vespo=(2.5, 3.5, 1.5, 2.5), dapo_normalizer=7.0,
+    **kw,
+  )  # fmt: skip
+
+
+@pytest.mark.parametrize("loss_type,level,beta", VARIANT_CASES)
+def test_loss_variants_match_trl(loss_type, level, beta):
+  """CISPO, SAPO, LUSPO, VESPO: loss value and gradient vs the numpy
+  transcription of TRL 1.16 (gradient by central differences, with the
+  stop-gradient weights of cispo / vespo held fixed)."""
+  logp, old, ref, adv, mask = _rand_inputs(11, B=4, T=6)
+  config = _variant_config(loss_type, level, beta)
+  f = lambda lp: algos.grpo_loss(
+    config, lp, old, adv, mask, ref_logp_BxT=ref, dapo_normalizer=7.0
+  )[0]
+  loss, g = jax.value_and_grad(f)(jnp.asarray(logp))
+  want = _np_variant(loss_type, level, beta, logp, old, ref, adv, mask)
+  np.testing.assert_allclose(loss, want, rtol=RTOL, atol=1e-7)
+  num = np.zeros(logp.shape)
+  h = 1e-6
+  for idx in zip(*np.nonzero(mask)):
+    e = np.zeros(logp.shape)
+    e[idx] = h
+    fd = lambda d: _np_variant(
+      loss_type, level, beta, logp + d, old, ref, adv, mask,
+      frozen_logp=logp,
+    )  # fmt: skip
+    num[idx] = (fd(e) - fd(-e)) / (2 * h)
+  np.testing.assert_allclose(g, num, rtol=2e-3, atol=2e-5)
+
+
+def test_variants_by_name_and_their_metrics():
+  """`make(name)` presets; the CISPO cap counts as clip_frac_high."""
+  assert algos.make("cispo").config.epsilon_high == 5.0
+  luspo = algos.make("luspo").config
+  assert luspo.loss_type == "luspo"
+  assert luspo.importance_sampling_level == "sequence"
+  for name in ("cispo", "sapo", "luspo", "vespo"):
+    assert algos.make(name).config.loss_type == name
+    assert algos.make("grpo", loss_type=name).config.loss_type == name
+  logp, old, _, adv, mask = _rand_inputs(12)
+  config = algos.GRPOConfig(loss_type="cispo", epsilon_high=1.1, beta=0.0)
+  _, m = algos.grpo_loss(config, logp, old, adv, mask)
+  ratio = np.exp(logp.astype(np.float64) - old)
+  want = ((ratio > 1.1) & (adv[:, None] > 0))[mask].mean()
+  np.testing.assert_allclose(m["clip_frac_high"], want, rtol=1e-6)
+
+
+def test_vespo_weight_is_one_on_policy_and_falls_off():
+  """phi(1) = 1: on-policy VESPO is REINFORCE with the advantage; phi
+  shrinks as the sequence ratio moves away from 1 either way."""
+  mask = np.ones((3, 4), bool)
+  adv = jnp.ones((3, 1))
+  log_ratio = jnp.asarray([[0.0] * 4, [0.25] * 4, [-0.5] * 4])
+  phi = algos.grpo.vespo_weights(log_ratio, mask, adv, 2.0, 3.0, 3.0, 2.0)
+  np.testing.assert_allclose(phi[0, 0], 1.0, rtol=1e-6)
+  assert float(phi[1, 0]) < 1 and float(phi[2, 0]) < 1
+
+
+def test_sequence_level_dr_grpo_normalises_by_tokens_not_one():
+  """Regression: a sequence-level loss is [B, 1]; dr_grpo must still divide
+  by B x the completion budget (here 9 columns), not by B x 1."""
+  logp, old, _, adv, mask = _rand_inputs(13)
+  assert mask.any(0).argmax() == 1  # completions start at column 1
+  config = algos.GRPOConfig(
+    loss_type="dr_grpo", importance_sampling_level="sequence", beta=0.0
+  )
+  loss, _ = algos.grpo_loss(config, logp, old, adv, mask)
+  want = np_trl_grpo_loss(
+    logp, old, None, adv, mask, loss_type="dr_grpo", eps_low=0.2,
+    eps_high=0.2, beta=0.0, level="sequence", max_completion_length=9,
+  )  # fmt: skip
+  np.testing.assert_allclose(loss, want, rtol=RTOL)
+  x = np.ones((2, 1), np.float32)
+  m = np.ones((2, 10), bool)
+  for lt in losses.LOSS_AGGREGATIONS:
+    np.testing.assert_allclose(
+      losses.aggregate(x, m, lt, dapo_normalizer=20.0),
+      losses.aggregate(np.ones((2, 10), np.float32), m, lt, dapo_normalizer=20),
+    )
+
+
+def test_dr_grpo_normaliser_is_the_completion_budget():
+  """Regression: prompt (5 columns) + completion budget (7): the default
+  normaliser is B x 7, TRL's max_completion_length, not B x 12."""
+  rng = np.random.default_rng(14)
+  B, P, L = 4, 5, 7
+  mask = np.zeros((B, P + L), bool)
+  for i, n in enumerate([7, 3, 1, 5]):
+    mask[i, P : P + n] = True
+  x = rng.normal(size=mask.shape).astype(np.float32)
+  got = losses.aggregate(x, mask, "dr_grpo")
+  np.testing.assert_allclose(got, (x * mask).sum() / (B * L), rtol=RTOL)
+  np.testing.assert_allclose(losses.completion_width(mask), L)
+  np.testing.assert_allclose(
+    losses.aggregate(x, mask, "dr_grpo", max_completion_length=16),
+    (x * mask).sum() / (B * 16),
+    rtol=RTOL,
+  )
 
 
 def test_grpo_gradient_matches_trl_in_torch_free_numpy():

@@ -24,6 +24,7 @@ def get_config():
   c.reward.kwargs = dict(overlong=dict(max_len=32, cache_len=20))
   c.rollout.dynamic_sampling = True
   c.eval.num_prompts = 10  # two chunks of 8, the second mostly padding
+  c.control.eval_every = 4  # the SFT control stops on process 0's clock
   return c
 """
 ROLLOUT_KEYS = (
@@ -78,6 +79,10 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
   assert "outputs in" in logs[0] and "outputs in" not in logs[1]
   _train(config, two, 3, processes=2)  # resumes at step 2
 
+  control = [
+    r for r in metrics_lib.read_metrics(two) if r["phase"] == "control"
+  ]
+  assert control and len(control) % 4 == 0
   want, got = _rl_records(one), _rl_records(two)
   assert sorted(got) == sorted(want) == [0, 1, 2, 3]
   assert "eval/accuracy" in got[2], "the restart did not resume"

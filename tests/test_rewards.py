@@ -2,6 +2,8 @@
 
 import importlib
 import math
+import random
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +70,41 @@ ACCURACY_CASES = [
   ("<answer>1/0</answer>", "5", False),
   ("<answer>Paris</answer>", "5", False),
   ("<answer>5</answer>", "Paris", False),
+  # Accepted decorations.
+  ("<answer>4.0</answer>", "4", True),
+  ("<answer>1,000</answer>", "1000", True),
+  ("<answer>1\\,000\\,000</answer>", "1000000", True),
+  ("<answer>1{,}000</answer>", "1000", True),
+  ("<answer>1/2</answer>", "0.5", True),
+  ("<answer>$\\boxed{4}$.</answer>", "4", True),
+  ("<answer>\\frac{ 1 }{ 2 }</answer>", "0.5", True),
+  ("<answer>- 4</answer>", "-4", True),
+  ("<answer>x = 4</answer>", "4", True),
+  ("<answer>a_1 = 4</answer>", "4", True),
+  ("<answer>2 \\times 2 = 4</answer>", "4", True),
+  ("<answer>x = 2+2 = 4</answer>", "4", True),
+  ("<answer>4 = 4</answer>", "4", True),
+  # Spacing never joins digits; the left of `=` must agree with the right.
+  ("<answer>1 2</answer>", "12", False),
+  ("<answer>1\\,2</answer>", "12", False),
+  ("<answer>1\\!2</answer>", "12", False),
+  ("<answer>1~2</answer>", "12", False),
+  ("<answer>4 5</answer>", "45", False),
+  ("<answer>4, 500</answer>", "4500", False),
+  ("<answer>4 ,500</answer>", "4500", False),
+  ("<answer>x = 4, 500</answer>", "4500", False),
+  ("<answer>(1, 2)</answer>", "(1,2)", True),
+  ("<answer>4\n5</answer>", "45", False),
+  ("<answer>0 .5</answer>", "0.5", False),
+  ("<answer>1\\,00</answer>", "100", False),
+  ("<answer>5 = 4</answer>", "4", False),
+  ("<answer>NaN=4</answer>", "4", False),
+  ("<answer>1001 = 1000</answer>", "1000", False),
+  ("<answer>x = 3 = 4</answer>", "4", False),
+  ("<answer>=4</answer>", "4", False),
+  ("<answer>2+3=4</answer>", "4", False),
+  ("<answer>answer = 4</answer>", "4", False),
+  ("<answer>New York</answer>", "newyork", False),
 ]
 
 
@@ -75,6 +112,95 @@ ACCURACY_CASES = [
 def test_accuracy_cases(completion, gold, expected):
   got = r1.accuracy_reward(["p"], [completion], answer=[gold])
   assert got == [float(expected)]
+
+
+def _renderings(value: Fraction) -> list[str]:
+  """Ways a grader writes `value`: integer, decimal, fraction forms."""
+  sign = "-" if value < 0 else ""
+  v = abs(value)
+  out = []
+  if v.denominator == 1:
+    n = v.numerator
+    out += [f"{sign}{n}", f"{sign}{n}.0", f"{sign}{n:,}"]
+    out += [f"{sign}{n:,}".replace(",", "\\,"), f"\u2212{n}" if sign else n]
+    out += [f"+{n}" if not sign else f"{sign}{n}.00"]
+  else:
+    p, q = v.numerator, v.denominator
+    out += [f"{sign}{p}/{q}", f"{sign}\\frac{{{p}}}{{{q}}}"]
+    out += [f"\\dfrac{{{sign}{p}}}{{{q}}}", f"{sign}{2 * p}/{2 * q}"]
+    if 10**6 % q == 0:
+      digits = f"{float(v):.6f}".rstrip("0")
+      out += [f"{sign}{digits}", f"{sign}{digits}0"]
+  return [str(x) for x in out]
+
+
+_WRAPPERS = [
+  "{}",
+  " {} ",
+  "{}.",
+  "\\boxed{{{}}}",
+  "${}$",
+  "$\\boxed{{{}}}$.",
+  "\\({}\\)",
+  "\\[ {} \\]",
+  "x = {}",
+  "\\boxed{{n = {}}}",
+]
+_CONTAINERS = [
+  "<answer>{}</answer>",
+  "<think>so</think>\n<answer>{}</answer>",
+  "The answer is \\boxed{{{}}}.",
+]
+
+
+def _random_value(rng) -> Fraction:
+  kind = rng.randrange(4)
+  if kind == 0:
+    return Fraction(rng.randrange(-50, 50))
+  if kind == 1:
+    return Fraction(rng.randrange(-(10**7), 10**7))
+  if kind == 2:
+    return Fraction(rng.randrange(-999, 999), rng.choice([2, 4, 5, 8, 10, 100]))
+  return Fraction(rng.randrange(1, 30), rng.randrange(1, 30))
+
+
+def test_accuracy_property_every_decoration():
+  """Random right answers in every accepted decoration score 1; random
+  wrong ones in the same decorations, and right digits split by spacing,
+  never score."""
+  rng = random.Random(0)
+  for _ in range(60):
+    gold = _random_value(rng)
+    wrong = _random_value(rng)
+    while wrong == gold:
+      wrong = _random_value(rng)
+    golds = _renderings(gold)
+    gold_text = rng.choice(golds)
+    cases = []
+    for rendered, right in [(r, True) for r in golds] + [
+      (r, False) for r in _renderings(wrong)
+    ]:
+      for wrap in _WRAPPERS:
+        for box in _CONTAINERS:
+          cases.append((box.format(wrap.format(rendered)), right))
+    digits = golds[0].lstrip("-")
+    for i in range(1, len(digits)):
+      if not (digits[i - 1] + digits[i]).replace(".", "").isdigit():
+        continue
+      thousands = i <= 3 and re.fullmatch(r"\d{3}(\.\d*)?", digits[i:])
+      for space in (" ", "\\,", "\\!", "\\;", "~", "\\ ", "\\quad ", ", "):
+        if thousands and space == "\\,":
+          continue  # `406\\,825` is 406825
+        split = f"{golds[0][: -len(digits)]}{digits[:i]}{space}{digits[i:]}"
+        cases.append((f"<answer>{split}</answer>", False))
+    cases.append((f"<answer>{wrong} = {gold_text}</answer>", False))
+    cases.append((f"<answer>{gold_text} = {wrong}</answer>", False))
+    completions = [c for c, _ in cases]
+    got = r1.accuracy_reward(
+      None, completions, answer=[gold_text] * len(completions)
+    )
+    for (completion, right), score in zip(cases, got):
+      assert score == float(right), (completion, gold_text)
 
 
 @pytest.mark.parametrize(
@@ -183,6 +309,8 @@ COUNTDOWN_CASES = [
   ([7, 2], 3, "<answer>7%2</answer>", 0.1),
   ([7, 2], 5, "<answer>7 2</answer>", 0.1),
   ([7, 2], 5, "<answer>7-2.0</answer>", 0.1),
+  ([7, 2], 5, "<answer>\\boxed{7-2}</answer>", 1.0),
+  ([7, 2], 5, "\\boxed{7-2}", 0.0),
 ]
 
 
@@ -427,6 +555,8 @@ def test_reward_spec_validation():
 
 # --- runner -----------------------------------------------------------------
 
+NAN = float("nan")  # a sample no reward scored (TRL: left out of the stats)
+
 
 def test_runner_weighted_total_and_metrics(runner):
   completions = [
@@ -491,7 +621,7 @@ def test_runner_retries_per_sample(runner):
   total, metrics = runner.compute(
     [f"{FIX}:raises_on_bad"], ["p"] * 3, ["ok", "bad", "ok"]
   )
-  np.testing.assert_allclose(total, [1.0, 0.0, 1.0])
+  np.testing.assert_allclose(total, [1.0, np.nan, 1.0])
   assert metrics[f"reward_failures/{FIX}:raises_on_bad"] == 1
 
 
@@ -502,7 +632,7 @@ def test_runner_retries_per_group(runner):
     ["ok", "ok", "bad", "ok"],
     {"group_size": 2},
   )
-  np.testing.assert_allclose(total, [2.0, 2.0, 0.0, 0.0])
+  np.testing.assert_allclose(total, [2.0, 2.0, np.nan, np.nan])
   assert metrics[f"reward_failures/{FIX}:raises_on_bad"] == 2
 
 
@@ -528,17 +658,17 @@ def test_runner_timeout_spares_good_samples(runner):
   total, metrics = runner.compute(
     [f"{FIX}:sleeps_on_hang"], ["p"] * 3, ["a", "b", "hang"], timeout_s=1.0
   )
-  np.testing.assert_allclose(total, [1.0, 1.0, 0.0])
+  np.testing.assert_allclose(total, [1.0, 1.0, np.nan])
   assert metrics[f"reward_failures/{FIX}:sleeps_on_hang"] == 1
 
 
 @pytest.mark.parametrize(
   "fn,completions,failures,expected",
   [
-    ("returns_none", ["a", "b"], 2, [0, 0]),
-    ("wrong_length", ["a", "b"], 2, [0, 0]),
-    ("exits", ["a", "b"], 2, [0, 0]),
-    ("returns_invalid", ["none", "nan", "inf", "s", "ok"], 4, [0, 0, 0, 0, 1]),
+    ("returns_none", ["a", "b"], 2, [NAN, NAN]),
+    ("wrong_length", ["a", "b"], 2, [NAN, NAN]),
+    ("exits", ["a", "b"], 2, [NAN, NAN]),
+    ("returns_invalid", ["none", "nan", "inf", "s", "ok"], 4, [NAN] * 4 + [1]),
     ("prints", ["a"], 0, [2]),
   ],
 )
@@ -547,6 +677,24 @@ def test_runner_bad_outputs(runner, fn, completions, failures, expected):
   total, metrics = runner.compute([f"{FIX}:{fn}"], ["p"] * n, completions)
   np.testing.assert_allclose(total, expected)
   assert metrics[f"reward_failures/{FIX}:{fn}"] == failures
+
+
+def test_runner_unscored_samples_are_nan_per_reward(runner):
+  """One reward failing for a sample leaves the others' weighted sum (TRL's
+  nansum); a sample no reward scored is NaN; means skip unscored samples."""
+  total, metrics = runner.compute(
+    [(f"{FIX}:returns_invalid", 2.0), (f"{FIX}:raises_on_bad", 0.5)],
+    ["p"] * 3,
+    ["ok", "none", "bad"],
+  )
+  np.testing.assert_allclose(total, [2.0 + 0.5, 0.5, 2.0])
+  assert metrics[f"reward/{FIX}:returns_invalid"] == 1.0
+  assert metrics[f"reward_failures/{FIX}:returns_invalid"] == 1
+  total, metrics = runner.compute(
+    [f"{FIX}:returns_invalid"], ["p"] * 3, ["ok", "none", "ok"]
+  )
+  np.testing.assert_allclose(total, [1.0, NAN, 1.0])
+  assert metrics["reward/total"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -626,3 +774,130 @@ def test_worker_exits_when_parent_is_killed():
   while _alive(worker) and time.monotonic() < deadline:
     time.sleep(0.1)
   assert not _alive(worker)
+
+
+# --- invalid values, imports, limits (issue 11) -----------------------------
+
+
+def test_runner_counts_invalid_values_by_cause(runner, caplog):
+  fn = f"{FIX}:returns_invalid"
+  completions = ["none", "nan", "inf", "s", "ok", "none"]
+  with caplog.at_level("WARNING"):
+    total, metrics = runner.compute([fn], ["p"] * 6, completions)
+  # Invalid values leave their samples unscored (NaN), as in TRL.
+  nan = np.nan
+  np.testing.assert_allclose(total, [nan, nan, nan, nan, 1, nan])
+  assert metrics[f"reward_failures/{fn}"] == 5
+  causes = {
+    k.rpartition("/")[2]: v for k, v in metrics.items() if fn + "/" in k
+  }
+  assert causes == {
+    "error": 0,
+    "unscorable": 2,
+    "nan": 1,
+    "inf": 1,
+    "out_of_bounds": 0,
+    "not_a_number": 1,
+  }
+  assert "5 invalid values" in caplog.text and "unscorable: 2" in caplog.text
+
+
+def test_runner_bounds_values_after_float32(runner):
+  """1e300 is finite in float64 but inf in the float32 total; values over
+  `max_abs` are invalid."""
+  fn = f"{FIX}:returns_huge"
+  completions = ["1e300", "1e39", "int", "2e6", "ok"]
+  total, metrics = runner.compute([fn], ["p"] * 5, completions)
+  assert not np.isinf(total).any()
+  np.testing.assert_allclose(total, [np.nan] * 4 + [1])
+  assert metrics[f"reward_failures/{fn}/out_of_bounds"] == 3
+  assert metrics[f"reward_failures/{fn}/inf"] == 1
+  total, metrics = runner.compute([fn], ["p"], ["2e6"], max_abs=1e7)
+  np.testing.assert_allclose(total, [2e6])
+  with pytest.raises(rewards.RewardError, match="1e\\+300.*out_of_bounds"):
+    runner.compute([fn], ["p"] * 2, ["ok", "1e300"], fail_on_error=True)
+
+
+def _write_module(path, name, body):
+  (path / f"{name}.py").write_text(
+    body + "\ndef fn(prompts, completions, **kw):\n  return [1.0]\n"
+  )
+  return f"{name}:fn"
+
+
+def test_reward_imports_are_checked_up_front(tmp_path, monkeypatch):
+  """A module that exits, hangs or raises at import, a missing one and a
+  function of the wrong arity raise RewardError before any step, and so
+  does the first compute: never a per-step retry."""
+  monkeypatch.syspath_prepend(str(tmp_path))
+  exits = _write_module(tmp_path, "rlx_t11_exits", "import sys; sys.exit(3)")
+  dies = _write_module(tmp_path, "rlx_t11_dies", "import os; os._exit(3)")
+  hangs = _write_module(
+    tmp_path, "rlx_t11_hangs", "import time\ntime.sleep(99)"
+  )
+  raises = _write_module(tmp_path, "rlx_t11_raises", "1 / 0")
+  bad = _write_module(tmp_path, "rlx_t11_bad", "raise ValueError('no key')")
+  good = _write_module(tmp_path, "rlx_t11_good", "")
+  cases = [
+    (exits, "importing it raised(.|\n)*SystemExit"),
+    (dies, "ended the reward worker"),
+    (hangs, "took over 2s"),
+    (raises, "ZeroDivisionError"),
+    (bad, "importing it raised(.|\n)*ValueError: no key"),
+    ("rlx_t11_missing:fn", "cannot import"),
+    (f"{FIX}:takes_one_arg", "must take \\(prompts, completions\\)"),
+  ]
+  with rewards.RewardRunner(import_timeout_s=2.0) as runner:
+    for name, match in cases:
+      start = time.monotonic()
+      with pytest.raises(rewards.RewardError, match=match):
+        runner.check(name)
+      with pytest.raises(rewards.RewardError, match=match):
+        runner.compute([name], ["p"], ["c"])
+      assert time.monotonic() - start < 10, name
+    runner.check(good)
+    np.testing.assert_allclose(runner.compute([good], ["p"], ["c"])[0], [1])
+  specs = rewards.check_reward_specs(["format", (good, 2.0)], timeout_s=5)
+  assert [s.weight for s in specs] == [1.0, 2.0]
+  with pytest.raises(rewards.RewardError, match="SystemExit"):
+    rewards.check_reward_specs(["format", exits], timeout_s=5)
+
+
+def test_worker_memory_is_limited():
+  with rewards.RewardRunner(memory_limit_mb=256) as runner:
+    fn = f"{FIX}:allocates"
+    total, metrics = runner.compute([fn], ["p"] * 2, ["16", "2048"])
+    np.testing.assert_allclose(total, [1, np.nan])
+    assert metrics[f"reward_failures/{fn}/error"] == 1
+    with pytest.raises(rewards.RewardError, match="reward.memory_limit_mb"):
+      runner.compute([fn], ["p"], ["2048"], fail_on_error=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp")
+def test_worker_cannot_signal_the_trainer(runner):
+  """Signal 0 only checks permission, so this is harmless even where the
+  filter is missing; the worker's own children stay killable."""
+  fn = f"{FIX}:can_signal"
+  total, _ = runner.compute(
+    [fn], ["p"] * 4, ["trainer", "group", "all", "child"]
+  )
+  np.testing.assert_allclose(total, [0, 0, 0, 1])
+
+
+_KILLER_SCRIPT = """
+import sys
+sys.path[:0] = {path!r}
+from rlx.rewards import RewardRunner
+runner = RewardRunner()
+total, metrics = runner.compute(["{fix}:kills_trainer"], ["p"], ["c"])
+print("alive", metrics["reward_failures/{fix}:kills_trainer/error"])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp")
+def test_worker_sigkill_of_trainer_fails_its_batch():
+  script = _KILLER_SCRIPT.format(path=sys.path, fix=FIX)
+  out = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+  )
+  assert out.returncode == 0 and out.stdout.split() == ["alive", "1.0"]

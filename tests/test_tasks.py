@@ -64,6 +64,120 @@ def test_arithmetic_template_and_ops():
     tasks.make_task("arithmetic", num_train=1, ops="/")
 
 
+@pytest.mark.parametrize(
+  "operands,ops,paths",
+  [
+    # 8+6 carries; 14+5 and 4+5 do not.
+    ([8, 6, 5], "++", {9: 0.7, 19: 0.3}),
+    # The dropped carry propagates through the next step.
+    ([7, 8, 3], "+-", {2: 0.7, 12: 0.3}),
+    # Whether the second step carries depends on what was written first.
+    ([9, 9, 9], "++", {7: 0.49, 17: 0.21 + 0.21, 27: 0.09}),
+    # Subtraction and carry-free additions are always right.
+    ([3, 5, 4], "-+", {2: 1.0}),
+    # Products are exact; the sum 6+20 carries nothing (6+0).
+    ([2, 3, 4, 5], "*+*", {26: 1.0}),
+    ([5, 3, 9], "*+", {14: 0.7, 24: 0.3}),
+  ],
+)
+def test_carry_teacher_solutions(operands, ops, paths):
+  got = {}
+  for p, value, steps in tasks.teacher_solutions(operands, ops, "carry", 0.7):
+    got[value] = got.get(value, 0.0) + p
+    # Each step follows from the previous written value.
+    assert steps[-1].endswith(f"={value}")
+  assert got.keys() == paths.keys()
+  for value, p in paths.items():
+    assert got[value] == pytest.approx(p)
+
+
+def test_random_teacher_slips_each_step_at_its_rate():
+  paths = tasks.teacher_solutions([4, 3, 2], "+-", "random", 0.2)
+  assert sum(p for p, _, _ in paths) == pytest.approx(1.0)
+  exact = [p for p, v, s in paths if s == ["4+3=7", "7-2=5"]]
+  assert exact == [pytest.approx(0.8**2)]
+  assert {v for _, v, _ in paths} == set(range(1, 10))
+
+
+def test_teacher_draws_solutions_and_labels_classes():
+  def make(teacher, rate):
+    return tasks.make_task(
+      "arithmetic",
+      num_train=3000,
+      num_eval=256,
+      digits=1,
+      num_operands=3,
+      ops="+-",
+      teacher=teacher,
+      teacher_rate=rate,
+    )
+
+  exact, carry = make("exact", 0.0), make("carry", 0.7)
+  # The problems, answers and classes do not depend on the teacher.
+  for a, b in zip(exact.train + exact.eval, carry.train + carry.eval):
+    assert (a["prompt"], a["answer"]) == (b["prompt"], b["answer"])
+    assert a["category"] == b["category"]
+    assert a["teacher_accuracy"] == 1.0 and a["teacher_majority"]
+  for ex in carry.train + carry.eval:
+    value, steps = tasks.solve_arithmetic(
+      [int(x) for x in ex["expression"].replace("-", "+").split("+")],
+      [c for c in ex["expression"] if c in "+-"],
+    )
+    sums = [
+      [int(x) for x in s.split("=")[0].split("+")] for s in steps if "+" in s
+    ]
+    # A carry: two non-negative numbers whose units digits make ten or more.
+    has_carry = any(min(x) >= 0 and sum(x) % 10 < x[0] % 10 for x in sums)
+    assert ex["category"] == ("carry" if has_carry else "no_carry")
+    if not has_carry:
+      assert ex["teacher_accuracy"] == 1.0 and ex["teacher_majority"]
+      assert ex["solution"] == exact_solution(steps, value)
+    else:  # at rate 0.7 the teacher's most likely answer is wrong
+      assert ex["teacher_accuracy"] <= 0.3 + 1e-9
+      assert not ex["teacher_majority"]
+  # The drawn solutions are right as often as the teacher's probabilities
+  # say (binomial, 4 standard errors).
+  right = [
+    ex["solution"].endswith(f"<answer>{ex['answer']}</answer>")
+    for ex in carry.train
+  ]
+  p = np.array([ex["teacher_accuracy"] for ex in carry.train])
+  assert abs(np.sum(right) - p.sum()) < 4 * np.sqrt(np.sum(p * (1 - p)))
+  assert 0.25 < np.mean([ex["category"] == "carry" for ex in carry.eval])
+  with pytest.raises(ValueError, match="teacher must be one of"):
+    make("sloppy", 0.5)
+  with pytest.raises(ValueError, match="teacher_rate"):
+    make("carry", 1.5)
+
+
+def test_draw_solution_follows_the_teacher():
+  task = tasks.make_task(
+    "arithmetic",
+    num_train=200,
+    num_eval=0,
+    digits=1,
+    num_operands=3,
+    ops="+",
+    teacher="carry",
+    teacher_rate=0.7,
+  )
+  ex = next(e for e in task.train if len(e.get("teacher_solutions", [])) == 2)
+  options = ex["teacher_solutions"]
+  assert sum(p for p, _ in options) == pytest.approx(1.0)
+  assert ex["solution"] in [text for _, text in options]
+  rng = np.random.default_rng(0)
+  draws = [tasks.draw_solution(ex, rng) for _ in range(4000)]
+  for p, text in options:  # 5 standard errors
+    assert abs(draws.count(text) / 4000 - p) < 5 * np.sqrt(p * (1 - p) / 4000)
+  exact = next(e for e in task.train if "teacher_solutions" not in e)
+  assert exact["teacher_accuracy"] == 1.0
+  assert tasks.draw_solution(exact, rng) == exact["solution"]
+
+
+def exact_solution(steps, value):
+  return f"<think>{', '.join(steps)}</think><answer>{value}</answer>"
+
+
 def test_synthetic_splits_disjoint_and_deterministic():
   a = tasks.make_task("arithmetic", num_train=300, num_eval=100, seed=3)
   b = tasks.make_task("arithmetic", num_train=300, num_eval=100, seed=3)

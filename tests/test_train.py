@@ -1,5 +1,6 @@
 """The training loop: configs, errors, outputs, NaN steps and kill -9 resume."""
 
+import functools
 import glob
 import importlib.util
 import json
@@ -268,11 +269,26 @@ def _params_of(workdir):
   return load_file(os.path.join(workdir, "export", "model.safetensors"))
 
 
-def _run_cmd(workdir, steps, extra=()):
+# The smoke model answers nothing right after 3 SFT steps, so accuracy
+# rewards are all 0 and RL would never move a parameter; Kimi's length
+# reward ranks the wrong answers of a group by length, so RL steps do.
+_LENGTH_REWARD_CONFIG = f"""
+import sys
+sys.path.insert(0, {ROOT!r})
+from experiments.configs import grpo_arithmetic
+
+def get_config(arg=None):
+  c = grpo_arithmetic.get_config(arg)
+  c.reward.weights = dict(kimi_length=1.0)
+  return c
+"""
+
+
+def _run_cmd(workdir, steps, extra=(), config=DEFAULT_CONFIG):
   return [
     sys.executable,
     os.path.join(ROOT, "experiments", "run.py"),
-    f"--config={DEFAULT_CONFIG}:smoke",
+    f"--config={config}:smoke",
     f"--workdir={workdir}",
     f"--config.train.steps={steps}",
     "--config.sft.steps=3",
@@ -294,13 +310,27 @@ def _env():
 @pytest.mark.slow
 def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
   steps = 5
-  ref = str(tmp_path / "ref")
-  subprocess.run(_run_cmd(ref, steps), check=True, env=_env(), timeout=600)
+  config = str(tmp_path / "length_reward.py")
+  with open(config, "w") as f:
+    f.write(_LENGTH_REWARD_CONFIG)
+  run_cmd = functools.partial(_run_cmd, config=config)
+  ref, sft_only = str(tmp_path / "ref"), str(tmp_path / "sft_only")
+  subprocess.run(run_cmd(ref, steps), check=True, env=_env(), timeout=600)
+  subprocess.run(run_cmd(sft_only, 0), check=True, env=_env(), timeout=600)
   expected = _params_of(ref)
+  # The RL steps being resumed did something: non-zero rewards and
+  # gradients, no skipped step, and params that moved away from SFT's.
+  rl = [r for r in metrics_lib.read_metrics(ref) if r["phase"] == "rl"][1:]
+  assert len(rl) == steps
+  assert all(r["update/grad_norm"] > 0 for r in rl)
+  assert not any(r["update/skipped_steps"] for r in rl)
+  assert any(r["train/reward"] != 0 for r in rl)
+  sft = _params_of(sft_only)
+  assert not any(np.array_equal(sft[k], expected[k]) for k in sft)
 
   for kill_at in (2, 6):  # in SFT (3 steps) and in RL
     workdir = str(tmp_path / f"kill{kill_at}")
-    proc = subprocess.Popen(_run_cmd(workdir, steps), env=_env())
+    proc = subprocess.Popen(run_cmd(workdir, steps), env=_env())
     deadline = time.time() + 600
     while time.time() < deadline:
       records = metrics_lib.read_metrics(workdir)
@@ -313,9 +343,7 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run(
-      _run_cmd(workdir, steps), check=True, env=_env(), timeout=600
-    )
+    subprocess.run(run_cmd(workdir, steps), check=True, env=_env(), timeout=600)
     got = _params_of(workdir)
     assert got.keys() == expected.keys()
     for name in expected:
@@ -325,6 +353,7 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
 def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
   config = tiny(load_config("grpo_arithmetic.py"))
   config.sft.steps = 0
+  config.control.enabled = False
   config.train.steps = 3
   original = train.loop._rl_batch
   calls = []
@@ -333,7 +362,8 @@ def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
     batch = original(*args)
     calls.append(1)
     if len(calls) == 2:
-      batch["rewards"] = np.full_like(batch["rewards"], np.nan)
+      # inf, not NaN: a NaN reward means unscorable (advantage 0).
+      batch["rewards"] = np.full_like(batch["rewards"], np.inf)
     return batch
 
   monkeypatch.setattr(train.loop, "_rl_batch", poisoned)
@@ -379,6 +409,7 @@ def test_consecutive_skipped_steps_are_reported_and_stop_the_run(
 ):
   config = tiny(load_config("grpo_arithmetic.py"))
   config.sft.steps = 0
+  config.control.enabled = False
   config.train.steps = 5
   config.train.max_consecutive_skips = 2
   original = train.loop._rl_batch
@@ -435,6 +466,7 @@ def test_rl_resumes_from_its_own_checkpoints_when_every_sft_one_is_bad(
 
   config = tiny(load_config("grpo_arithmetic.py"))
   config.sft.steps, config.train.steps = 2, 1
+  config.control.enabled = False  # it would continue the SFT policy
   workdir = str(tmp_path / "run")
   trainer = loop.Trainer(config, workdir)
   for phase, algo, step in (
@@ -461,3 +493,136 @@ def test_rl_resumes_from_its_own_checkpoints_when_every_sft_one_is_bad(
     ckpt_lib.CheckpointCorruptError, match="needs the SFT policy as its ref"
   ):
     train.run(config, workdir)
+
+
+def test_summarise_splits_by_category_with_standard_errors():
+  from rlx.train import loop
+
+  examples = [{"category": c} for c in "aabbb"]
+  values = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+  m = loop.summarise({"accuracy": values}, examples, "eval")
+  assert m["eval/accuracy"] == pytest.approx(0.6)
+  assert m["eval/accuracy_se"] == pytest.approx(np.std(values, ddof=1) / 5**0.5)
+  assert m["eval/a/accuracy"] == pytest.approx(0.5)
+  assert m["eval/b/accuracy"] == pytest.approx(2 / 3)
+  assert m["eval/b/accuracy_se"] == pytest.approx(
+    np.std([1, 1, 0], ddof=1) / 3**0.5
+  )
+  assert set(m) == {
+    f"eval/{g}accuracy{s}" for g in ("", "a/", "b/") for s in ("", "_se")
+  }
+  # Without categories: overall only.
+  m = loop.summarise({"accuracy": values}, [{}] * 5, "eval")
+  assert set(m) == {"eval/accuracy", "eval/accuracy_se"}
+
+
+def test_sft_control_runs_for_the_rl_step_time(tmp_path):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  assert config.control.enabled
+  config.train.steps = 3
+  config.train.save_every = 100
+  config.control.eval_every = 20
+  workdir = str(tmp_path / "run")
+  summary = train.run(config, workdir)
+  records = metrics_lib.read_metrics(workdir)
+  rl = [r for r in records if r["phase"] == "rl"]
+  control = [r for r in records if r["phase"] == "control"]
+  assert [r["step"] for r in control] == list(range(1, len(control) + 1))
+  # It ran at least as long as RL, and stopped at the first evaluation
+  # after that.
+  rl_seconds = rl[-1]["time/elapsed_s"]
+  assert control[-1]["time/elapsed_s"] >= rl_seconds
+  assert len(control) % 20 == 0
+  assert len(control) == 20 or control[-21]["time/elapsed_s"] < rl_seconds
+  evaluated = [r["step"] for r in control if "eval/accuracy" in r]
+  assert evaluated == list(range(20, len(control) + 1, 20))
+  # Per-category accuracy, the teacher's accuracy, the summary.
+  assert {"eval/carry/accuracy", "eval/no_carry/accuracy"} <= set(rl[-1])
+  assert 0 < rl[0]["teacher/accuracy"] < 1
+  assert summary["control"]["step"] == len(control)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f)["after"] == summary["after"]
+  table = train.format_summary(summary)
+  for row in ("teacher", "after SFT", "after RL (3 steps", "SFT control"):
+    assert row in table
+  # The README section is written from the workdir.
+  readme = tmp_path / "README.md"
+  readme.write_text(
+    "x\n<!-- BEGIN default-run -->\nold\n<!-- END default-run -->\n"
+  )
+  subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "report.py"),
+      f"--workdir={workdir}",
+      f"--readme={readme}",
+    ],
+    check=True,
+    timeout=120,
+  )
+  text = readme.read_text()
+  assert "old" not in text and "| after RL (3 steps" in text
+  assert "![RL against the SFT control](docs/default-run.png)" in text
+  assert (tmp_path / "docs" / "default-run.png").stat().st_size > 1000
+  # A rerun finds every phase done and changes nothing.
+  again = train.run(config, workdir)
+  assert again["control"] == summary["control"]
+  assert metrics_lib.read_metrics(workdir) == records
+
+
+def test_accuracy_metric_agrees_with_reward():
+  """train/accuracy and eval accuracy count a completion correct exactly
+  where the task's reward gives 1.0: a Countdown `\\boxed{}` without
+  `<answer>` tags is no answer for either."""
+  from rlx import rewards
+  from rlx.train import loop
+
+  completions = [
+    "<answer>5-3</answer>",
+    "\\boxed{5-3}",
+    "<think>t</think> \\boxed{5-3}",
+    "<answer>\\boxed{5-3}</answer>",
+    "<answer>5+3</answer>",
+    "<answer>5-3</answer> \\boxed{5+3}",
+    "5-3",
+  ]
+  n = len(completions)
+  fields = {"numbers": [[3, 5]] * n, "target": [2] * n}
+  reward = rewards.countdown_reward(["p"] * n, completions, **fields)
+  np.testing.assert_array_equal(
+    loop._is_correct(completions, fields), np.equal(reward, 1.0)
+  )
+  assert list(loop._is_correct(completions, fields)) == [
+    True, False, False, True, False, True, False,
+  ]  # fmt: skip
+  answers = ["2", "\\boxed{2}", "<answer>2 = 2</answer>", "<answer>1 = 2</a"]
+  fields = {"answer": ["2"] * 4}
+  reward = rewards.accuracy_reward(["p"] * 4, answers, **fields)
+  np.testing.assert_array_equal(
+    loop._is_correct(answers, fields), np.equal(reward, 1.0)
+  )
+
+
+def test_reward_limits_are_checked():
+  for key, value, match in [
+    ("max_abs", 0.0, r"reward.max_abs=0.0.*\(0, 3.4e38\]"),
+    ("max_abs", float("nan"), r"reward.max_abs=nan"),
+    ("max_abs", 1e39, r"reward.max_abs=1e\+39"),
+    ("memory_limit_mb", -1, r"reward.memory_limit_mb=-1.*>= 0"),
+  ]:
+    c = load_config("grpo_arithmetic.py")
+    c.reward[key] = value
+    with pytest.raises(ConfigError, match=match):
+      check_config(c, 8)
+
+
+def test_unimportable_user_reward_fails_before_sft(tmp_path):
+  from rlx.rewards import RewardError
+
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.reward.functions = {"mine": "no_such_module_here:score"}
+  config.reward.weights = {"mine": 1.0}
+  workdir = str(tmp_path / "run")
+  with pytest.raises(RewardError, match="no_such_module_here"):
+    train.run(config, workdir)
+  assert not metrics_lib.read_metrics(workdir)

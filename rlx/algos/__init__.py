@@ -1,4 +1,5 @@
-"""RL and SFT updates: GRPO (Dr. GRPO, DAPO, GSPO), PPO, REINFORCE, SFT.
+"""RL and SFT updates: GRPO (Dr. GRPO, DAPO, GSPO, CISPO, SAPO, LUSPO,
+VESPO), PPO, REINFORCE (RLOO, REINFORCE++), SFT.
 
     algo = rlx.algos.make("grpo", beta=0.04, num_minibatches=2,
                           optimizer=OptimizerConfig(learning_rate=1e-6))
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from rlx.algos import advantages, losses
-from rlx.algos.grpo import GRPOConfig, grpo_loss
+from rlx.algos.grpo import GRPOConfig, grpo_loss, truncated_completions
 from rlx.algos.losses import token_logprobs
 from rlx.algos.optim import OptimizerConfig, make_optimizer
 from rlx.algos.ppo import PPOConfig, init_value_head, ppo_loss, values
@@ -54,6 +55,24 @@ ALGORITHMS = {
       beta=0.0,
     ),
   ),
+  # TRL loss types by name, with their papers' settings (all are also
+  # `loss_type` options of "grpo").
+  "cispo": (
+    GRPOConfig,
+    dict(loss_type="cispo", epsilon_high=5.0, beta=0.0),
+  ),
+  "sapo": (GRPOConfig, dict(loss_type="sapo", beta=0.0)),
+  "luspo": (
+    GRPOConfig,
+    dict(
+      loss_type="luspo",
+      importance_sampling_level="sequence",
+      epsilon_low=3e-4,
+      epsilon_high=4e-4,
+      beta=0.0,
+    ),
+  ),
+  "vespo": (GRPOConfig, dict(loss_type="vespo", beta=0.0)),
   "ppo": (PPOConfig, {}),
   "reinforce": (ReinforceConfig, dict(baseline="none")),
   "reinforce_baseline": (ReinforceConfig, dict(baseline="group_mean")),
@@ -127,5 +146,6 @@ __all__ = [
   "sft_loss",
   "token_logprobs",
   "tree_shardings",
+  "truncated_completions",
   "values",
 ]

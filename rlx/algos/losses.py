@@ -206,6 +206,15 @@ def masked_max(x, mask):
   return jnp.max(jnp.where(mask, x, -jnp.inf))
 
 
+def completion_width(mask_BxT: jax.Array) -> jax.Array:
+  """Positions from the first column where any row's completion starts to
+  the end: the completion budget (`max_new_tokens`) of a rollout batch laid
+  out as padded prompt + padded completion; T when completions start at 0."""
+  started = jnp.any(jnp.asarray(mask_BxT, bool), axis=0)
+  T = started.shape[0]
+  return jnp.where(jnp.any(started), T - jnp.argmax(started), T)
+
+
 def aggregate(
   per_token_BxT: jax.Array,
   mask_BxT: jax.Array,
@@ -216,18 +225,24 @@ def aggregate(
 ) -> jax.Array:
   """Reduces a per-token loss to a scalar (TRL's `loss_type` semantics).
 
+  `per_token_BxT` may be [B, 1] (one value per sequence, e.g. a
+  sequence-level ratio): it is broadcast over the mask's [B, T] first, so
+  every aggregation counts tokens the same way.
+
   grpo: token mean per sequence, then mean over sequences.
   bnpo: sum over the batch / number of valid tokens in this batch.
   dapo: sum over the batch / `dapo_normalizer`, the valid tokens of the
     whole rollout batch divided by the number of loss chunks (minibatches x
     accumulation steps), so every token weighs the same across chunks;
     defaults to this batch's token count (then equal to bnpo).
-  dr_grpo: sum / (num sequences x `max_completion_length`; default T).
-  seq_sum: token sum per sequence, then mean over sequences.
+  dr_grpo: sum / (num sequences x `max_completion_length`); unset, the
+    completion budget read off the mask (`completion_width`).
+  seq_sum: token sum per sequence, then mean over sequences (LUSPO).
   """
-  mask = mask_BxT.astype(jnp.float32)
+  mask = jnp.asarray(mask_BxT).astype(jnp.float32)
+  per_token_BxT = jnp.broadcast_to(per_token_BxT, mask.shape)
   total = jnp.sum(per_token_BxT * mask)
-  B, T = per_token_BxT.shape
+  B = mask.shape[0]
   if loss_type == "grpo":
     per_seq = jnp.sum(per_token_BxT * mask, -1) / jnp.maximum(mask.sum(-1), 1)
     return jnp.mean(per_seq)
@@ -237,7 +252,8 @@ def aggregate(
     norm = mask.sum() if dapo_normalizer is None else dapo_normalizer
     return total / jnp.maximum(norm, 1.0)
   if loss_type == "dr_grpo":
-    return total / (B * (max_completion_length or T))
+    length = max_completion_length or completion_width(mask)
+    return total / (B * length)
   if loss_type == "seq_sum":
     return total / B
   raise ValueError(f"loss_type={loss_type!r}: allowed {LOSS_AGGREGATIONS}")

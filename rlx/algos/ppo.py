@@ -92,8 +92,10 @@ class PPOConfig:
     """Adds token `advantages` and `returns` [N, T] by GAE on `old_values`.
 
     Needs rewards [N], completion_mask, old_logprobs, old_values and, when
-    kl_coef > 0, ref_logprobs.
+    kl_coef > 0, ref_logprobs. Unscorable rows (NaN reward) are left out
+    (`advantages.drop_unscorable`).
     """
+    batch, unscorable = adv_lib.drop_unscorable(batch)
     mask = jnp.asarray(batch["completion_mask"], bool)
     kl = None
     if self.kl_coef > 0:
@@ -112,6 +114,7 @@ class PPOConfig:
       "reward_mean": jnp.mean(jnp.asarray(batch["rewards"], jnp.float32)),
       "returns_mean": losses.masked_mean(returns, mask),
       "values_mean": losses.masked_mean(batch["old_values"], mask),
+      "unscorable": unscorable,
     }
     if kl is not None:
       stats["kl"] = losses.masked_mean(kl, mask)

@@ -66,15 +66,20 @@ class ReinforceConfig:
   def prepare_batch(
     self, batch: dict, group_size: int, *, running_mean=0.0, **_
   ):
-    """Adds `advantages` ([N], or [N, T] for reinforce_pp).
+    """Adds `advantages` ([N], or [N, T] for reinforce_pp). Unscorable
+    samples (NaN reward) get advantage 0 and stay out of the baselines
+    (reinforce_pp: out of the loss, `advantages.drop_unscorable`).
 
     running_mean: the moving-average baseline before this batch; the
     updated one comes back in stats['running_mean'].
     """
     rewards = jnp.asarray(batch["rewards"], jnp.float32)
-    stats = {"reward_mean": jnp.mean(rewards)}
+    stats = {
+      "reward_mean": adv_lib.nan_stats(rewards)[1].reshape(()),
+      "unscorable": jnp.sum(jnp.isnan(rewards), dtype=jnp.float32),
+    }
     if self.baseline == "none":
-      adv = rewards
+      adv = jnp.where(jnp.isnan(rewards), 0.0, rewards)
     elif self.baseline == "group_mean":
       adv = adv_lib.group_mean_baseline(rewards, group_size)
     elif self.baseline == "rloo":
@@ -84,6 +89,8 @@ class ReinforceConfig:
         rewards, running_mean, self.baseline_momentum
       )
     else:
+      batch, _ = adv_lib.drop_unscorable(batch)
+      rewards = batch["rewards"]
       kl = None
       if self.kl_coef > 0:
         kl = losses.kl_estimate(

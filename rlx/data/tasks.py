@@ -64,33 +64,6 @@ def collate_fields(
   return fields
 
 
-def solve_arithmetic(
-  operands: Sequence[int], ops: Sequence[str]
-) -> tuple[int, list[str]]:
-  """Evaluates with standard precedence; returns the value and the steps.
-
-  Products are formed first, left to right, then sums and differences left
-  to right; each step is written as `a*b=c`.
-  """
-  terms = [operands[0]]
-  signs = []
-  steps = []
-  for op, x in zip(ops, operands[1:]):
-    if op == "*":
-      product = terms[-1] * x
-      steps.append(f"{terms[-1]}*{x}={product}")
-      terms[-1] = product
-    else:
-      signs.append(op)
-      terms.append(x)
-  value = terms[0]
-  for op, term in zip(signs, terms[1:]):
-    new = value + term if op == "+" else value - term
-    steps.append(f"{value}{op}{term}={new}")
-    value = new
-  return value, steps
-
-
 def _format(template: str, **fields) -> str:
   try:
     return template.format(**fields)
@@ -101,6 +74,71 @@ def _format(template: str, **fields) -> str:
     ) from e
 
 
+TEACHERS = ("exact", "carry", "random")
+_SLIPS = (-2, -1, 1, 2)
+
+
+def _carries(a: int, b: int) -> bool:
+  """`a+b` of non-negative numbers carries out of the units digit."""
+  return a >= 0 and b >= 0 and a % 10 + b % 10 >= 10
+
+
+def _teacher_step(teacher: str, rate: float, a: int, op: str, b: int):
+  """What the teacher writes for `a op b`: [(probability, value)]."""
+  exact = a + b if op == "+" else a - b
+  if teacher == "carry" and op == "+" and _carries(a, b):
+    options = [(rate, exact - 10), (1 - rate, exact)]
+  elif teacher == "random":
+    options = [(1 - rate, exact)] + [(rate / 4, exact + d) for d in _SLIPS]
+  else:
+    options = [(1.0, exact)]
+  return [(p, v) for p, v in options if p > 0]
+
+
+def teacher_solutions(
+  operands: Sequence[int],
+  ops: Sequence[str],
+  teacher: str = "exact",
+  rate: float = 0.0,
+) -> list[tuple[float, int, list[str]]]:
+  """Every worked solution the teacher writes: (probability, answer, steps).
+
+  Products are exact. Each `+`/`-` step, left to right, may be wrong:
+  `carry` drops the carry of an addition with probability `rate` (writes
+  `7+8=5`), `random` slips by +-1 or +-2 with probability `rate`; the
+  following steps continue from what was written. `exact` is
+  `solve_arithmetic`.
+  """
+  terms, signs, steps = [operands[0]], [], []
+  for op, x in zip(ops, operands[1:]):
+    if op == "*":
+      steps.append(f"{terms[-1]}*{x}={terms[-1] * x}")
+      terms[-1] *= x
+    else:
+      signs.append(op)
+      terms.append(x)
+  paths = [(1.0, terms[0], steps)]
+  for op, term in zip(signs, terms[1:]):
+    paths = [
+      (p * q, w, s + [f"{v}{op}{term}={w}"])
+      for p, v, s in paths
+      for q, w in _teacher_step(teacher, rate, v, op, term)
+    ]
+  return paths
+
+
+def solve_arithmetic(
+  operands: Sequence[int], ops: Sequence[str]
+) -> tuple[int, list[str]]:
+  """Evaluates with standard precedence; returns the value and the steps.
+
+  Products are formed first, left to right, then sums and differences left
+  to right; each step is written as `a*b=c`.
+  """
+  ((_, value, steps),) = teacher_solutions(operands, ops)
+  return value, steps
+
+
 def arithmetic_example(
   rng: np.random.Generator,
   *,
@@ -108,24 +146,69 @@ def arithmetic_example(
   num_operands: int = 2,
   ops: str = "+-*",
   template: str = ARITHMETIC_TEMPLATE,
+  teacher: str = "exact",
+  teacher_rate: float = 0.0,
+  teacher_rng: np.random.Generator | None = None,
 ) -> dict:
   """One integer arithmetic problem, e.g. `12+7*3` with answer `33`.
 
   Operands are uniform in [0, 10**digits); operators are drawn from `ops`.
-  Fields: `prompt`, `answer`, `solution`, `expression`.
+  Fields: `prompt`, `answer` (the true value), `solution` (a worked
+  solution drawn from the teacher, see `teacher_solutions`, with
+  `teacher_rng`), `expression`, `category` (`carry` when the exact
+  solution has an addition that carries, else `no_carry`),
+  `teacher_accuracy` (the probability that the teacher's answer is right)
+  and `teacher_majority` (the teacher's most likely answer is right). A
+  teacher that can err also gives `teacher_solutions`, every solution it
+  can write as `[probability, text]`, so that SFT can draw a fresh one each
+  time it uses the example (`draw_solution`).
   """
   operands = [int(x) for x in rng.integers(0, 10**digits, num_operands)]
   chosen = [ops[i] for i in rng.integers(0, len(ops), num_operands - 1)]
   expression = str(operands[0]) + "".join(
     f"{op}{x}" for op, x in zip(chosen, operands[1:])
   )
-  value, steps = solve_arithmetic(operands, chosen)
-  return {
+  value, exact_steps = solve_arithmetic(operands, chosen)
+  paths = teacher_solutions(operands, chosen, teacher, teacher_rate)
+  if len(paths) > 1:
+    if teacher_rng is None:
+      raise ValueError(f"teacher {teacher!r} needs a teacher_rng")
+    pick = teacher_rng.choice(len(paths), p=[p for p, _, _ in paths])
+    _, answer, steps = paths[pick]
+  else:
+    ((_, answer, steps),) = paths
+  by_answer: dict[int, float] = {}
+  for p, v, _ in paths:
+    by_answer[v] = by_answer.get(v, 0.0) + p
+  # Dropping every carry changes the solution iff the exact one carries.
+  ((_, _, dropped),) = teacher_solutions(operands, chosen, "carry", 1.0)
+  carry = dropped != exact_steps
+  example = {
     "prompt": _format(template, expression=expression),
     "answer": str(value),
-    "solution": f"<think>{', '.join(steps)}</think><answer>{value}</answer>",
+    "solution": _worked(steps, answer),
     "expression": expression,
+    "category": "carry" if carry else "no_carry",
+    "teacher_accuracy": by_answer.get(value, 0.0),
+    "teacher_majority": max(by_answer, key=by_answer.get) == value,
   }
+  if len(paths) > 1:
+    example["teacher_solutions"] = [[p, _worked(s, v)] for p, v, s in paths]
+  return example
+
+
+def _worked(steps: Sequence[str], answer) -> str:
+  return f"<think>{', '.join(steps)}</think><answer>{answer}</answer>"
+
+
+def draw_solution(example: dict, rng: np.random.Generator) -> str:
+  """A worked solution for SFT: a fresh draw from the example's
+  `teacher_solutions` where it has them, else its `solution`."""
+  options = example.get("teacher_solutions")
+  if not options:
+    return example["solution"]
+  probs = np.array([p for p, _ in options])
+  return options[rng.choice(len(options), p=probs / probs.sum())][1]
 
 
 # (value, expression, precedence); precedence 3 marks a literal.
@@ -256,14 +339,26 @@ def arithmetic_task(
   num_operands: int = 2,
   ops: str = "+-*",
   template: str = ARITHMETIC_TEMPLATE,
+  teacher: str = "exact",
+  teacher_rate: float = 0.0,
 ) -> Task:
-  """Integer `+ - *` problems; see `arithmetic_example`."""
+  """Integer `+ - *` problems; see `arithmetic_example`.
+
+  `teacher` and `teacher_rate` say who wrote the worked solutions used for
+  SFT (`teacher_solutions`); the answers and rewards are always exact. The
+  problems do not depend on the teacher: its choices use their own stream.
+  """
   if not 1 <= digits <= _MAX_DIGITS:
     raise ValueError(f"digits must be in [1, {_MAX_DIGITS}], got {digits}")
   if num_operands < 2:
     raise ValueError(f"num_operands must be >= 2, got {num_operands}")
   if not ops or set(ops) - set("+-*"):
     raise ValueError(f"ops must be a non-empty subset of '+-*', got {ops!r}")
+  if teacher not in TEACHERS:
+    raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
+  if not 0 <= teacher_rate <= 1:
+    raise ValueError(f"teacher_rate must be in [0, 1], got {teacher_rate}")
+  teacher_rng = np.random.default_rng([seed, 1])
   train, eval_ = synthetic_splits(
     lambda rng: arithmetic_example(
       rng,
@@ -271,6 +366,9 @@ def arithmetic_task(
       num_operands=num_operands,
       ops=ops,
       template=template,
+      teacher=teacher,
+      teacher_rate=teacher_rate,
+      teacher_rng=teacher_rng,
     ),
     num_train,
     num_eval,

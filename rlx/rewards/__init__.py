@@ -1,5 +1,6 @@
 """Host-side text rewards: built-ins by name, user functions, a runner."""
 
+from rlx.rewards.correct import is_correct
 from rlx.rewards.countdown import check_countdown, countdown_reward
 from rlx.rewards.extract import answers_match, extract_answer, parse_number
 from rlx.rewards.length import kimi_length_reward, overlong_reward
@@ -14,6 +15,7 @@ from rlx.rewards.runner import (
   RewardError,
   RewardRunner,
   RewardSpec,
+  check_reward_specs,
   compute_rewards,
   default_runner,
 )
@@ -27,6 +29,7 @@ __all__ = [
   "accuracy_reward",
   "answers_match",
   "check_countdown",
+  "check_reward_specs",
   "compute_rewards",
   "countdown_reward",
   "default_runner",
@@ -34,6 +37,7 @@ __all__ = [
   "format_reward",
   "get_reward_fn",
   "has_r1_format",
+  "is_correct",
   "kimi_length_reward",
   "overlong_reward",
   "parse_number",

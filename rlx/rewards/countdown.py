@@ -88,6 +88,34 @@ def evaluate_equation(expression: str) -> tuple[Fraction, list[int]] | None:
   return values[0], literals
 
 
+def extract_equation(completion: str) -> str | None:
+  """The equation of a Countdown completion, or None.
+
+  The text of the last `<answer>...</answer>` block, or the last
+  `\\boxed{...}` inside it. A `\\boxed{}` outside answer tags is no answer:
+  the task asks for tags.
+  """
+  answer = extract.extract_tagged_answer(completion)
+  if answer is not None and "\\boxed" in answer:
+    answer = extract.last_boxed(answer) or answer
+  return answer
+
+
+def countdown_correct(
+  completions: Sequence[str],
+  numbers: Sequence[Sequence[int]],
+  target: Sequence[int],
+) -> list[bool]:
+  """Whether each completion's equation passes `check_countdown`."""
+  n = len(completions)
+  numbers = r1.task_field("numbers", numbers, n, "countdown")
+  target = r1.task_field("target", target, n, "countdown")
+  return [
+    (eq := extract_equation(c)) is not None and check_countdown(eq, ns, t)
+    for c, ns, t in zip(completions, numbers, target)
+  ]
+
+
 def check_countdown(equation: str, numbers: Sequence[int], target) -> bool:
   """Whether `equation` reaches `target` using each number exactly once.
 
@@ -125,25 +153,20 @@ def countdown_reward(
 ) -> list[float]:
   """TinyZero Countdown score per completion.
 
-  1.0 when the equation in the last `<answer>...</answer>` passes
-  `check_countdown`; `format_score` when an answer block exists but the
+  1.0 when the equation (`extract_equation`: the last `<answer>` block)
+  passes `check_countdown`; `format_score` when an answer block exists but the
   equation is wrong or malformed; 0.0 without an answer block. With
   `strict_format=True`, a completion without the strict R1 format (see
   `r1.has_r1_format`) scores 0.0.
   """
   del prompts, unused
-  n = len(completions)
-  numbers = r1.task_field("numbers", numbers, n, "countdown")
-  target = r1.task_field("target", target, n, "countdown")
+  correct = countdown_correct(completions, numbers, target)
   scores = []
-  for completion, nums, tgt in zip(completions, numbers, target):
-    equation = extract.extract_tagged_answer(completion)
-    if equation is None or (
+  for completion, ok in zip(completions, correct):
+    if extract_equation(completion) is None or (
       strict_format and not r1.has_r1_format(completion, think_prefilled)
     ):
       scores.append(0.0)
-    elif check_countdown(equation, nums, tgt):
-      scores.append(1.0)
     else:
-      scores.append(float(format_score))
+      scores.append(1.0 if ok else float(format_score))
   return scores

@@ -1,9 +1,15 @@
 """Answer extraction and checking for text rewards.
 
-Nothing here evaluates model text. Numbers are parsed with strict ASCII
-regexes into `fractions.Fraction`; every scan is linear and iterative, and
-inputs are capped in length before any parsing, so adversarial completions
-(huge numbers, deep nesting, repeated tags) cost at most a linear pass.
+Nothing here executes model text. Numbers are parsed with strict ASCII
+regexes into `fractions.Fraction`, and integer arithmetic left of an `=`
+by `countdown.evaluate_equation` (checked, then parsed, never executed);
+scans are iterative and inputs are capped in length before any parsing, so
+adversarial completions (huge numbers, deep nesting, repeated tags) cost
+little.
+
+A checker an RL policy optimises against must accept only right answers:
+whitespace and LaTeX spacing separate tokens and never join digits (`1 2`
+is not 12), and `lhs = number` counts only when the left side agrees.
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ _LATEX_FRAC_RE = re.compile(
 )
 _LATEX_FRAC_SHORT_RE = re.compile(r"([+-]?)\\frac(\d)(\d)", re.ASCII)
 _WHITESPACE_RE = re.compile(r"\s+")
-_LATEX_NOISE = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\ ")
+# `\,` or `{,}` between digit groups of three is a thousands separator.
+_LATEX_THOUSANDS_RE = re.compile(
+  r"(?<=\d)(?:\\,|\{,\})(?=\d{3}(?!\d))", re.ASCII
+)
+# LaTeX spacing reads as whitespace: it separates tokens, it never joins them.
+_LATEX_SPACE_RE = re.compile(r"\\[,!;: ]|\\q?quad(?![A-Za-z])|~")
+_LATEX_SIZING_RE = re.compile(r"\\(?:left|right)(?![A-Za-z])")
+_LATEX_OPS = (("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"))
+# `x = 5`, `n_1 = 5`, `a_{10} = 5`: a single-letter name on the left.
+_VARIABLE_RE = re.compile(r"[A-Za-z](?:_(?:\w|\{\w+\}))?", re.ASCII)
 _DELIMITERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
@@ -118,10 +133,16 @@ def _unwrap_boxed(text: str) -> str:
 
 
 def _strip_delimiters(text: str) -> str:
+  """Strips `\\boxed{}`, math delimiters and trailing periods, in any
+  nesting (`$\\boxed{4}$.`)."""
   changed = True
   while changed:
     changed = False
     text = text.strip().rstrip(".").rstrip()
+    unwrapped = _unwrap_boxed(text)
+    if unwrapped != text:
+      text = unwrapped
+      changed = True
     for left, right in _DELIMITERS:
       if (
         len(text) >= len(left) + len(right)
@@ -176,33 +197,87 @@ def parse_number(text: str) -> Fraction | None:
   return None
 
 
+def _squeeze(text: str, tight: str = "._") -> str:
+  """Deletes whitespace, except that a gap between two letters, digits or
+  `tight` characters becomes one space: `1 2` and `0 .5` stay two tokens,
+  never `12`."""
+
+  def joins(c: str) -> bool:
+    return c.isalnum() or c in tight
+
+  def gap(match):
+    start, stop = match.span()
+    keep = 0 < start and stop < len(text)
+    keep = keep and joins(text[start - 1]) and joins(text[stop])
+    return " " if keep else ""
+
+  return _WHITESPACE_RE.sub(gap, text)
+
+
+def _expression_value(text: str) -> Fraction | None:
+  """A number, or the exact value of integer `+ - * /` arithmetic."""
+  value = parse_number(text)
+  if value is not None:
+    return value
+  for latex, op in _LATEX_OPS:
+    text = text.replace(latex, op)
+  # Imported here: `countdown` imports this module.
+  from rlx.rewards.countdown import evaluate_equation
+
+  result = evaluate_equation(text)
+  return None if result is None else result[0]
+
+
+def _equation_value(text: str) -> Fraction | None:
+  """The number on the right of `lhs = ... = number` when every side agrees.
+
+  Each side left of the last `=` must be a number or integer arithmetic of
+  that value, except that the first may be a single-letter variable
+  (`x = 5`, `a_1 = 5`). `5 = 4`, `NaN = 4` and `1001 = 1000` give None.
+  """
+  sides = text.split("=")
+  value = parse_number(sides.pop())
+  if value is None:
+    return None
+  for i, side in enumerate(sides):
+    if i == 0 and _VARIABLE_RE.fullmatch(side):
+      continue
+    if _expression_value(side) != value:
+      return None
+  return value
+
+
 def canonical_answer(text) -> Fraction | str | None:
   """Returns a comparable form of an answer: a Fraction or a string.
 
-  Strips whitespace, wrapping `\\boxed{}`, `$...$`, `\\(...\\)`,
-  `\\[...\\]`, LaTeX spacing and a trailing period; reads U+2212 as `-`.
-  A value that is not a number but has the form `lhs = number` yields the
-  number. Other text yields the case-folded string without whitespace.
-  None for a missing or over-long answer.
+  Strips surrounding whitespace, wrapping `\\boxed{}`, `$...$`, `\\(...\\)`,
+  `\\[...\\]`, `\\left`/`\\right` and a trailing period; reads U+2212 as
+  `-` and `\\,` or `{,}` between groups of three digits as a thousands
+  separator. Other whitespace and LaTeX spacing (`\\,`, `\\!`, `~`, ...)
+  only separate tokens: `1 2`, `1\\!2` and `0 .5` are not numbers. An
+  equation `lhs = number` yields the number when every side agrees (see
+  `_equation_value`). Other text yields the case-folded string with
+  whitespace squeezed. None for a missing or over-long answer.
   """
   if text is None:
     return None
   text = str(text)
   if len(text) > MAX_ANSWER_CHARS:
     return None
-  text = _strip_delimiters(_unwrap_boxed(text.strip()))
+  text = _strip_delimiters(text)
   text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
   text = text.replace("\u2212", "-")
-  for noise in _LATEX_NOISE:
-    text = text.replace(noise, "")
-  text = _WHITESPACE_RE.sub("", text).rstrip(".")
-  value = parse_number(text)
+  text = _LATEX_SIZING_RE.sub("", text)
+  text = _LATEX_THOUSANDS_RE.sub(",", text)
+  text = _LATEX_SPACE_RE.sub(" ", text).strip()
+  # `4, 500` is two numbers, never 4500.
+  number = _squeeze(text, tight="._,").rstrip(".")
+  value = parse_number(number)
+  if value is None and "=" in number:
+    value = _equation_value(number)
   if value is not None:
     return value
-  if "=" in text:
-    value = parse_number(text.rpartition("=")[2])
-    if value is not None:
-      return value
+  text = _squeeze(text).rstrip(".")
   return text.casefold() if text else None
 
 

@@ -6,24 +6,38 @@ multithreaded JAX process; no `multiprocessing`, so the caller's
 `__main__` is never re-imported). The worker is reused across calls and
 only restarted after it was killed or died. It runs with
 `JAX_PLATFORMS=cpu`, so a user reward importing JAX never grabs the
-accelerator. Batches travel as JSON: task fields must be JSON-able (numpy
-arrays and scalars are converted).
+accelerator, in its own session and process group, with its writable
+memory limited to `memory_limit_mb` and a seccomp filter that keeps it and
+its children from signalling the trainer (`rlx.rewards.sandbox` says what
+is and is not prevented). Batches travel as JSON: task fields must be
+JSON-able (numpy arrays and scalars are converted).
 
 Containment, per reward and call:
 
+0. A user reward is first imported in the worker (`check`), once per
+   worker. A module that is missing, raises, exits or hangs at import, or
+   a function that cannot take `(prompts, completions)`, raises
+   `RewardError`: it is a configuration error, never retried.
 1. The reward is called on the whole batch with a time limit of
    `timeout_s`. On timeout the worker is killed (and lazily restarted).
 2. If the call raised, timed out, died, or returned something that is not a
    list of the batch's length, it is retried on chunks of `group_size`
    samples (the task field or reward parameter; else single samples), all
    retries together limited to another `timeout_s`. Samples whose chunk
-   fails or is not reached in time get 0.
-3. A returned value that is None, not a real number, NaN or inf gives that
-   sample 0.
+   fails or is not reached in time are unscored by that reward.
+3. A returned value that is None (`unscorable`), NaN (`nan`), infinite
+   (`inf`), larger in magnitude than `max_abs` (`out_of_bounds`: 1e300 is
+   finite in float64 but inf in the float32 total) or not a real number
+   (`not_a_number`) leaves that sample unscored by that reward.
 
-Every zeroed sample counts in `reward_failures/<name>`. With
-`fail_on_error=True` the first failure raises `RewardError` instead. A user
-reward that cannot be imported always raises `RewardError`.
+Unscored samples are NaN for that reward, as in TRL: the weighted total
+skips them, and a sample no reward scored has total NaN, which the GRPO
+advantages leave out of its group's mean and std (`rlx.algos.advantages`).
+Every unscored sample counts in `reward_failures/<name>`, and by cause in
+`reward_failures/<name>/<cause>` (`error` for a failed call, or one of the
+causes above); invalid values are logged. With `fail_on_error=True` the
+first failure raises `RewardError` instead. A user reward that cannot be
+imported always raises `RewardError`.
 """
 
 from __future__ import annotations
@@ -46,6 +60,11 @@ from typing import Any
 import numpy as np
 
 from rlx.rewards import registry
+
+DEFAULT_MEMORY_LIMIT_MB = 4096
+DEFAULT_MAX_ABS = 1e6
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_CAUSES = ("error", "unscorable", "nan", "inf", "out_of_bounds", "not_a_number")
 
 _BOOT = (
   "import json, sys\n"
@@ -160,14 +179,36 @@ class RewardRunner:
   `close()`; the worker also exits when its parent process is gone.
   """
 
-  def __init__(self, *, start_timeout_s: float = 60.0):
+  def __init__(
+    self,
+    *,
+    start_timeout_s: float = 60.0,
+    import_timeout_s: float = 60.0,
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+  ):
     self._start_timeout_s = start_timeout_s
+    self._import_timeout_s = import_timeout_s
+    self._memory_limit_mb = int(memory_limit_mb)
+    self._resolved: set[str] = set()
+    self._warned_sandbox = False
     self._proc: subprocess.Popen | None = None
     self._buffer = b""
     self._data: bytes = b""
     self._data_sent = False
     self._lock = threading.Lock()
     self._finalizer = None
+
+  @property
+  def memory_limit_mb(self) -> int:
+    """The worker's writable-memory limit in MiB (0: none)."""
+    return self._memory_limit_mb
+
+  @memory_limit_mb.setter
+  def memory_limit_mb(self, value: int) -> None:
+    with self._lock:
+      if int(value) != self._memory_limit_mb:
+        self._memory_limit_mb = int(value)
+        self.close()  # the next call starts a worker with the new limit
 
   @property
   def pid(self) -> int | None:
@@ -182,6 +223,7 @@ class RewardRunner:
     self._proc = None
     self._data_sent = False
     self._buffer = b""
+    self._resolved = set()
 
   def __enter__(self) -> RewardRunner:
     return self
@@ -191,8 +233,12 @@ class RewardRunner:
 
   def _start(self) -> None:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    options = {
+      "memory_limit_mb": self._memory_limit_mb,
+      "trainer_pid": os.getpid(),
+    }
     self._proc = subprocess.Popen(
-      [sys.executable, "-c", _BOOT, json.dumps(sys.path)],
+      [sys.executable, "-c", _BOOT, json.dumps(sys.path), json.dumps(options)],
       stdin=subprocess.PIPE,
       stdout=subprocess.PIPE,
       env=env,
@@ -201,12 +247,52 @@ class RewardRunner:
     self._finalizer = weakref.finalize(self, _kill, self._proc)
     self._buffer = b""
     self._data_sent = False
-    if self._recv(time.monotonic() + self._start_timeout_s) is None:
+    hello = self._recv(time.monotonic() + self._start_timeout_s)
+    if hello is None:
       self.close()
       raise RewardError(
         f"the reward worker failed to start within {self._start_timeout_s}s "
         "(its errors, if any, are on stderr)"
       )
+    failed = [k for k, ok in hello.get("sandbox", {}).items() if not ok]
+    if failed and not self._warned_sandbox:
+      self._warned_sandbox = True
+      logging.warning(
+        "the reward worker runs without its %s limit (unsupported here)",
+        " and ".join(failed),
+      )
+
+  def _ensure_started(self) -> None:
+    if self._proc is None or self._proc.poll() is not None:
+      self.close()
+      self._start()
+
+  def check(self, spec, timeout_s: float | None = None) -> None:
+    """Imports a user reward in the worker, once per worker.
+
+    Raises `RewardError` when the module is missing or raises, exits or
+    hangs (over `timeout_s`, default `import_timeout_s`) at import, or the
+    function cannot take `(prompts, completions)`. Built-ins pass.
+    """
+    with self._lock:
+      self._check(RewardSpec.parse(spec), timeout_s)
+
+  def _check(self, spec: RewardSpec, timeout_s: float | None = None) -> None:
+    if spec.name in registry.BUILTIN_REWARDS or spec.name in self._resolved:
+      return
+    timeout_s = self._import_timeout_s if timeout_s is None else timeout_s
+    self._ensure_started()
+    msg = {"op": "resolve", "name": spec.name, "sys_path": sys.path}
+    reply = self._request(json.dumps(msg).encode() + b"\n", timeout_s)
+    if reply is None:
+      raise RewardError(
+        f"reward {spec.name!r}: importing it ended the reward worker or "
+        f"took over {timeout_s:.3g}s (does the module exit or hang at "
+        "import?)"
+      )
+    if not reply["ok"]:
+      raise RewardError(reply["error"])
+    self._resolved.add(spec.name)
 
   def _send(self, payload: bytes) -> bool:
     fd = self._proc.stdin.fileno()
@@ -248,9 +334,7 @@ class RewardRunner:
   def _call(
     self, spec: RewardSpec, start: int, stop: int, timeout_s: float
   ) -> _Result:
-    if self._proc is None or self._proc.poll() is not None:
-      self.close()
-      self._start()
+    self._ensure_started()
     if not self._data_sent:
       if self._request(self._data, max(timeout_s, 60.0)) is None:
         return _Result(error="the reward worker died while loading data")
@@ -287,16 +371,23 @@ class RewardRunner:
     chunk: int,
     timeout_s: float,
     fail_on_error: bool,
-  ) -> tuple[np.ndarray, int]:
-    """Returns per-sample values (0 where failed) and the failure count."""
-    values = np.zeros(n, np.float64)
+    max_abs: float,
+  ) -> tuple[np.ndarray, dict[str, int]]:
+    """Returns per-sample values (NaN where unscored) and failures by
+    cause."""
+    values = np.full(n, np.nan)
+    counts = dict.fromkeys(_CAUSES, 0)
     if not n:
-      return values, 0
+      return values, counts
+    self._check(spec)
     result = self._call(spec, 0, n, timeout_s)
     if result.config_error:
       raise RewardError(f"reward {spec.name!r}: {result.error}")
     if result.values is not None:
-      return values, self._store(spec, result.values, values, 0, fail_on_error)
+      self._store(
+        spec, result.values, values, 0, counts, max_abs, fail_on_error
+      )
+      return values, counts
     if fail_on_error:
       raise RewardError(f"reward {spec.name!r} failed: {result.error}")
     logging.warning(
@@ -306,36 +397,39 @@ class RewardRunner:
       result.error[-_MAX_LOGGED_ERROR_CHARS:],
     )
     if chunk >= n:
-      return values, n
-    failures = 0
+      counts["error"] = n
+      return values, counts
     deadline = time.monotonic() + timeout_s
     for start in range(0, n, chunk):
       stop = min(start + chunk, n)
       remaining = deadline - time.monotonic()
       if remaining <= 0:
-        failures += n - start
+        counts["error"] += n - start
         break
       result = self._call(spec, start, stop, remaining)
       if result.values is None:
-        failures += stop - start
+        counts["error"] += stop - start
       else:
-        failures += self._store(spec, result.values, values, start, False)
-    return values, failures
+        self._store(spec, result.values, values, start, counts, max_abs, False)
+    return values, counts
 
   @staticmethod
-  def _store(spec, raw, values, start, fail_on_error) -> int:
-    failures = 0
+  def _store(spec, raw, values, start, counts, max_abs, fail_on_error):
+    """Copies valid values into `values`; counts the others by cause."""
+    bound = min(max_abs, _FLOAT32_MAX)
     for i, v in enumerate(raw):
-      if v is None or not math.isfinite(v):
-        if fail_on_error:
-          raise RewardError(
-            f"reward {spec.name!r} returned {v!r} for completion "
-            f"{start + i}; rewards must be finite numbers"
-          )
-        failures += 1
-      else:
+      cause = _invalid_cause(v, bound)
+      if cause is None:
         values[start + i] = v
-    return failures
+        continue
+      if fail_on_error:
+        shown = f"a {v}" if isinstance(v, str) else repr(v)
+        raise RewardError(
+          f"reward {spec.name!r} returned {shown} ({cause}) for completion "
+          f"{start + i}; rewards must be finite numbers with |value| <= "
+          f"{bound:.3g}"
+        )
+      counts[cause] += 1
 
   def compute(
     self,
@@ -346,6 +440,7 @@ class RewardRunner:
     *,
     timeout_s: float = 10.0,
     fail_on_error: bool = False,
+    max_abs: float = DEFAULT_MAX_ABS,
   ) -> tuple[np.ndarray, dict[str, float]]:
     """Computes the weighted total reward of each completion.
 
@@ -359,13 +454,18 @@ class RewardRunner:
         `completion_lengths`) or scalars (e.g. `group_size`).
       timeout_s: time limit of one reward call on the batch (see the module
         docstring for retries).
-      fail_on_error: raise `RewardError` on any failure instead of scoring
-        the affected samples 0.
+      fail_on_error: raise `RewardError` on any failure instead of leaving
+        the affected samples unscored (NaN).
+      max_abs: largest valid |reward value|; larger ones are invalid
+        (`out_of_bounds`).
 
     Returns:
-      `(total, metrics)`: the float32 [N] sum of weight * reward, and
-      `reward/<name>` (mean unweighted reward), `reward_failures/<name>`
-      (number of zeroed samples) and `reward/total` (mean total).
+      `(total, metrics)`: the float32 [N] sum of weight * reward over the
+      rewards that scored the sample (NaN where none did), and
+      `reward/<name>` (mean unweighted reward over the samples it scored),
+      `reward_failures/<name>` (number of samples it did not score),
+      `reward_failures/<name>/<cause>` (the same by cause, see the module
+      docstring) and `reward/total` (mean total over the scored samples).
     """
     specs = [RewardSpec.parse(s) for s in specs]
     names = [s.name for s in specs]
@@ -386,22 +486,72 @@ class RewardRunner:
     except (TypeError, ValueError) as e:
       raise TypeError(f"task fields must be JSON-able: {e}") from e
     total = np.zeros(n, np.float64)
+    scored = np.zeros(n, bool)
     metrics = {}
     with self._lock:
       self._data = payload
       self._data_sent = False
       try:
         for spec in specs:
-          values, failures = self._run_spec(
-            spec, n, _chunk_size(spec, fields, n), timeout_s, fail_on_error
+          values, counts = self._run_spec(
+            spec,
+            n,
+            _chunk_size(spec, fields, n),
+            timeout_s,
+            fail_on_error,
+            max_abs,
           )
-          total += spec.weight * values
-          metrics[f"reward/{spec.name}"] = float(values.mean()) if n else 0.0
-          metrics[f"reward_failures/{spec.name}"] = float(failures)
+          _log_invalid(spec.name, counts, n)
+          ok = np.isfinite(values)
+          total += np.where(ok, spec.weight * values, 0.0)
+          scored |= ok
+          metrics[f"reward/{spec.name}"] = _mean(values[ok])
+          metrics[f"reward_failures/{spec.name}"] = float(sum(counts.values()))
+          for cause, count in counts.items():
+            metrics[f"reward_failures/{spec.name}/{cause}"] = float(count)
       finally:
         self._data = b""
-    metrics["reward/total"] = float(total.mean()) if n else 0.0
-    return total.astype(np.float32), metrics
+    total32 = total.astype(np.float32)
+    if not np.isfinite(total32[scored]).all():
+      raise RewardError(
+        "the weighted total reward is not finite in float32: check "
+        f"the reward weights {[(s.name, s.weight) for s in specs]}"
+      )
+    total32[~scored] = np.nan
+    metrics["reward/total"] = _mean(total[scored])
+    return total32, metrics
+
+
+def _invalid_cause(v, bound: float) -> str | None:
+  """Why a worker value is not a valid reward, or None when it is."""
+  if v is None:
+    return "unscorable"
+  if isinstance(v, str):
+    return "not_a_number"
+  if math.isnan(v):
+    return "nan"
+  if math.isinf(v):
+    return "inf"
+  if abs(v) > bound:
+    return "out_of_bounds"
+  return None
+
+
+def _log_invalid(name: str, counts: Mapping[str, int], n: int) -> None:
+  invalid = {k: v for k, v in counts.items() if v and k != "error"}
+  if invalid:
+    logging.warning(
+      "reward %r returned %d invalid values for %d completions (%s); they "
+      "are unscored (NaN)",
+      name,
+      sum(invalid.values()),
+      n,
+      ", ".join(f"{k}: {v}" for k, v in invalid.items()),
+    )
+
+
+def _mean(x: np.ndarray) -> float:
+  return float(x.mean()) if x.size else 0.0
 
 
 def _chunk_size(spec: RewardSpec, fields: Mapping[str, Any], n: int) -> int:
@@ -433,13 +583,46 @@ def compute_rewards(
   *,
   timeout_s: float = 10.0,
   fail_on_error: bool = False,
+  max_abs: float = DEFAULT_MAX_ABS,
+  memory_limit_mb: int | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
-  """`RewardRunner.compute` on the process-wide runner."""
-  return default_runner().compute(
+  """`RewardRunner.compute` on the process-wide runner, whose worker gets
+  `memory_limit_mb` (None: keep the runner's)."""
+  runner = default_runner()
+  if memory_limit_mb is not None:
+    runner.memory_limit_mb = memory_limit_mb
+  return runner.compute(
     specs,
     prompts,
     completions,
     task_fields,
     timeout_s=timeout_s,
     fail_on_error=fail_on_error,
+    max_abs=max_abs,
   )
+
+
+def check_reward_specs(
+  specs: Sequence,
+  timeout_s: float = 60.0,
+  *,
+  memory_limit_mb: int | None = None,
+) -> list[RewardSpec]:
+  """Checks rewards before any training work; returns the parsed specs.
+
+  Parses every spec (names, weights, built-in parameters), requires
+  distinct names, and imports each user reward in the process-wide
+  runner's worker (`RewardRunner.check`), each import limited to
+  `timeout_s`. Raises `ValueError`/`TypeError` for a bad spec and
+  `RewardError` for a reward that cannot be imported.
+  """
+  specs = [RewardSpec.parse(s) for s in specs]
+  names = [s.name for s in specs]
+  if len(set(names)) != len(names):
+    raise ValueError(f"reward names must be distinct, got {names}")
+  runner = default_runner()
+  if memory_limit_mb is not None:
+    runner.memory_limit_mb = memory_limit_mb
+  for spec in specs:
+    runner.check(spec, timeout_s)
+  return specs

@@ -97,12 +97,22 @@ def default_config() -> ml_collections.ConfigDict:
   c.sft.learning_rate = 1e-3
   c.sft.warmup_steps = 0
 
+  # An equal-compute SFT control: after RL, SFT continues from the SFT
+  # params for the RL phase's step time, evaluated like RL.
+  c.control = ml_collections.ConfigDict()
+  c.control.enabled = False
+  c.control.learning_rate = 3e-4  # constant, after warm-up
+  c.control.warmup_steps = 10
+  c.control.eval_every = 50  # steps; the control ends on a multiple
+
   c.reward = ml_collections.ConfigDict()
   c.reward.weights = ml_collections.ConfigDict({"accuracy_if_format": 1.0})
   c.reward.kwargs = ml_collections.ConfigDict()  # name -> dict of kwargs
   c.reward.functions = ml_collections.ConfigDict()  # name -> "module:fn"
   c.reward.timeout_s = 10.0
   c.reward.fail_on_error = False
+  c.reward.max_abs = 1e6  # larger |reward values| are invalid (scored 0)
+  c.reward.memory_limit_mb = 4096  # the reward worker's writes; 0: none
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100
@@ -173,6 +183,7 @@ def _number(config, key: str, ok, allowed: str, integer: bool = False):
 
 
 _POSITIVE_INTS = (
+  "control.eval_every",
   "rollout.prompts_per_step",
   "rollout.num_samples",
   "rollout.max_new_tokens",
@@ -190,6 +201,7 @@ _POSITIVE_INTS = (
   "mesh.tensor",
 )
 _NON_NEGATIVE_INTS = (
+  "control.warmup_steps",
   "sft.steps",
   "sft.warmup_steps",
   "train.steps",
@@ -223,6 +235,19 @@ def _check_values(config) -> None:
   _number(config, "sft.learning_rate", ge0, ">= 0")
   _number(config, "optimizer.learning_rate", ge0, ">= 0")
   _number(config, "reward.timeout_s", lambda v: v > 0, "> 0 (seconds)")
+  _number(
+    config,
+    "reward.max_abs",
+    lambda v: 0 < v <= 3.4e38,
+    "in (0, 3.4e38]: the largest valid |reward value| (float32)",
+  )
+  _number(
+    config,
+    "reward.memory_limit_mb",
+    lambda v: v >= 0,
+    ">= 0: MiB the reward worker may write (0: no limit)",
+  )
+  _number(config, "control.learning_rate", ge0, ">= 0")
   _number(
     config,
     "train.max_param_norm_growth",
@@ -346,6 +371,13 @@ def check_config(config, num_devices: int | None = None) -> None:
     r.max_prompt_len,
     f"must be <= the largest prompt bucket ({max(r.prompt_buckets)})",
   )
+  if config.control.enabled:
+    _require(
+      config.sft.steps >= 1,
+      "control.enabled",
+      True,
+      "the SFT control continues the SFT warm-up: needs sft.steps >= 1",
+    )
 
   rows = r.prompts_per_step * r.num_samples
   _require(
@@ -425,7 +457,9 @@ def make_dataclass(cls, section, key: str, **extra):
     raise ConfigError(f"config.{key}: {e}") from e
 
 
-def _optimizer(config, total_steps: int, key: str, **overrides):
+def optimizer_config(config, total_steps: int, key: str, **overrides):
+  """The optimizer section with `overrides` (from section `key`, which
+  error messages name) as an `algos.OptimizerConfig`."""
   from rlx import algos
 
   o = dict(config.optimizer)
@@ -440,7 +474,13 @@ def make_algo(config, updates_per_step: int):
   from rlx import algos
 
   a = config.algo
-  opt = _optimizer(config, config.train.steps * updates_per_step, "optimizer")
+  opt = optimizer_config(
+    config, config.train.steps * updates_per_step, "optimizer"
+  )
+  options = dict(a.options)
+  if algos.ALGORITHMS.get(a.name, (None,))[0] is algos.GRPOConfig:
+    # Dr. GRPO's normaliser is the completion budget, as in TRL.
+    options.setdefault("max_completion_length", config.rollout.max_new_tokens)
   try:
     return algos.make(
       a.name,
@@ -450,7 +490,7 @@ def make_algo(config, updates_per_step: int):
       temperature=max(config.rollout.temperature, 1e-6)
       if config.rollout.strategy == "sample"
       else 1.0,
-      **dict(a.options),
+      **options,
     )
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.algo ({a.name}): {e}") from e
@@ -462,7 +502,7 @@ def make_sft_algo(config):
   from rlx import algos
 
   s = config.sft
-  opt = _optimizer(
+  opt = optimizer_config(
     config,
     s.steps,
     "sft",
@@ -498,4 +538,5 @@ def apply_variant(config, arg: str | None):
   config.eval.num_prompts = 8
   config.eval.num_samples = 2
   config.eval.batch_size = 8
+  config.control.eval_every = 2
   return config

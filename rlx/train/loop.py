@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 import zlib
 from collections import Counter
 
@@ -44,6 +45,7 @@ from rlx.train.config import (
   check_config,
   make_algo,
   make_sft_algo,
+  optimizer_config,
 )
 
 TASK_SYMBOLS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -152,15 +154,7 @@ def check_prompt_lengths(task, tokenizer, config, add_bos: bool):
 
 def _is_correct(completions, fields) -> np.ndarray:
   """Per-completion correctness, the task's accuracy without format."""
-  if "numbers" in fields:
-    ok = [
-      rewards.check_countdown(extract.extract_answer(c) or "", n, t)
-      for c, n, t in zip(completions, fields["numbers"], fields["target"])
-    ]
-  else:
-    ok = rewards.accuracy_reward(None, completions, answer=fields["answer"])
-    ok = [v == 1.0 for v in ok]
-  return np.asarray(ok, bool)
+  return np.asarray(rewards.is_correct(completions, fields), bool)
 
 
 def _majority_correct(completions_k, fields_one) -> bool:
@@ -229,14 +223,18 @@ class Trainer:
       stop_sequences=stops,
       pad_id=self.tokenizer.pad_id,
     )
-    self.reward_specs = [
-      rewards.RewardSpec(
-        config.reward.functions.get(name, name),
-        weight,
-        dict(config.reward.kwargs.get(name, {})),
-      )
-      for name, weight in config.reward.weights.items()
-    ]
+    # User rewards are imported now, not after the SFT warm-up.
+    self.reward_specs = rewards.check_reward_specs(
+      [
+        rewards.RewardSpec(
+          config.reward.functions.get(name, name),
+          weight,
+          dict(config.reward.kwargs.get(name, {})),
+        )
+        for name, weight in config.reward.weights.items()
+      ],
+      memory_limit_mb=config.reward.memory_limit_mb,
+    )
     self._samplers = {}
 
   # Rows of a batch by process ------------------------------------------------
@@ -350,6 +348,8 @@ class Trainer:
       fields,
       timeout_s=self.config.reward.timeout_s,
       fail_on_error=self.config.reward.fail_on_error,
+      max_abs=self.config.reward.max_abs,
+      memory_limit_mb=self.config.reward.memory_limit_mb,
     )
     correct = _is_correct(completions, fields)
     metrics = self.mean_over_processes(metrics)
@@ -397,33 +397,65 @@ class Trainer:
             ]
           )
 
-    def mean(chunks):  # every process's rows, less the last chunk's padding
-      rows = np.concatenate([self.gather(c) for c in chunks])
-      return float(np.mean(rows[: len(examples)]))
+    def rows(chunks):  # every process's rows, less the last chunk's padding
+      return np.concatenate([self.gather(c) for c in chunks])[: len(examples)]
 
-    metrics = {
-      "eval/accuracy": mean(correct),
-      "eval/response_length": mean(lengths),
-    }
+    per_prompt = {"accuracy": rows(correct)}
     if passk:
-      metrics[f"eval/pass@{e.num_samples}"] = mean(passk)
-      metrics[f"eval/mean@{e.num_samples}"] = mean(meank)
+      per_prompt[f"pass@{e.num_samples}"] = rows(passk)
+      per_prompt[f"mean@{e.num_samples}"] = rows(meank)
     if majk:
-      metrics[f"eval/maj@{e.num_samples}"] = mean(majk)
+      per_prompt[f"maj@{e.num_samples}"] = rows(majk)
+    metrics = summarise(per_prompt, examples, "eval")
+    metrics["eval/num_prompts"] = len(examples)
+    metrics["eval/response_length"] = float(np.mean(rows(lengths)))
     return metrics
+
+  def teacher_metrics(self) -> dict:
+    """The SFT teacher's accuracy on the held-out prompts, where the task
+    says it (`teacher_accuracy`: its expected accuracy; `majority_accuracy`:
+    that of its most likely answer)."""
+    examples = self.task.eval[: self.config.eval.num_prompts]
+    if "teacher_accuracy" not in examples[0]:
+      return {}
+    per_prompt = {
+      "accuracy": np.array([e["teacher_accuracy"] for e in examples]),
+      "majority_accuracy": np.array([e["teacher_majority"] for e in examples]),
+    }
+    return summarise(per_prompt, examples, "teacher")
+
+
+def summarise(per_prompt: dict, examples: list, prefix: str) -> dict:
+  """Means and standard errors of per-prompt values, overall and for each
+  `category` of the examples: `{prefix}/{name}`, `{prefix}/{name}_se`,
+  `{prefix}/{category}/{name}`, `{prefix}/{category}/{name}_se`."""
+  categories = np.array([ex.get("category", "") for ex in examples])
+  groups = {"": np.ones(len(examples), bool)}
+  for c in sorted(set(categories) - {""}):
+    groups[f"{c}/"] = categories == c
+  metrics = {}
+  for group, rows in groups.items():
+    for name, values in per_prompt.items():
+      v = np.asarray(values, np.float64)[rows]
+      se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+      metrics[f"{prefix}/{group}{name}"] = float(v.mean())
+      metrics[f"{prefix}/{group}{name}_se"] = float(se)
+  return metrics
 
 
 # Phases -----------------------------------------------------------------------
 
 
-def _sft_batch(trainer: Trainer, examples) -> dict:
+def _sft_batch(trainer: Trainer, examples, rng: np.random.Generator) -> dict:
   """This process's rows of a global batch of `examples`: prompt + worked
-  solution + EOS, loss on the solution tokens only."""
+  solution (drawn with `rng` where the task's teacher can write several,
+  `tasks.draw_solution`) + EOS, loss on the solution tokens only."""
   tok = trainer.tokenizer
   rows, masks = [], []
-  for e in trainer.local(examples):
+  solutions = [tasks_lib.draw_solution(e, rng) for e in examples]
+  for e, solution in zip(trainer.local(examples), trainer.local(solutions)):
     prompt = tok.encode(e["prompt"], add_bos=trainer.add_bos)
-    answer = tok.encode(e["solution"])
+    answer = tok.encode(solution)
     if tok.eos_id is not None:
       answer = answer + [tok.eos_id]
     rows.append(prompt + answer)
@@ -453,21 +485,39 @@ def _scalars(tree) -> dict:
 
 
 class _Progress:
-  def __init__(self, enabled: bool, total: int, initial: int, desc: str):
-    self.bar = None
+  """A tqdm bar on process 0 that says when it is compiling (the first
+  step) and when it is evaluating."""
+
+  def __init__(self, enabled: bool, total: int | None, initial: int, desc):
+    self.bar, self.desc, self.steps = None, desc, 0
     if enabled and jax.process_index() == 0:
       from tqdm.auto import tqdm
 
       self.bar = tqdm(
-        total=total, initial=initial, desc=desc, dynamic_ncols=True
+        total=total,
+        initial=initial,
+        desc=f"{desc} (compiling)",
+        dynamic_ncols=True,
       )
 
   def update(self, **postfix):
+    self.steps += 1
     if self.bar is not None:
+      self.bar.set_description(self.desc, refresh=False)
       self.bar.set_postfix(
         {k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False
       )
       self.bar.update(1)
+
+  def evaluate(self, trainer: Trainer, params, step: int) -> dict:
+    """`trainer.evaluate(params, step)`, said on the bar."""
+    if self.bar is None:
+      return trainer.evaluate(params, step)
+    n = len(trainer.task.eval[: trainer.config.eval.num_prompts])
+    self.bar.set_description(f"{self.desc} (evaluating {n} prompts)")
+    metrics = trainer.evaluate(params, step)
+    self.bar.set_description(self.desc + ("" if self.steps else " (compiling)"))
+    return metrics
 
   def close(self):
     if self.bar is not None:
@@ -538,53 +588,130 @@ class _UpdateGuard:
 def run_sft(trainer: Trainer, writer):
   """The SFT warm-up; returns the final params (resuming if possible)."""
   config = trainer.config
-  steps = config.sft.steps
-  algo = make_sft_algo(config)
-  mesh = trainer.mesh
-  state = algos.create_train_state(
-    trainer.graphdef, trainer.initial_params, algo, mesh
+  params, _ = _supervised_phase(
+    trainer,
+    writer,
+    phase="sft",
+    params=trainer.initial_params,
+    algo=make_sft_algo(config),
+    data_seed=config.seed + 1,
+    steps=config.sft.steps,
   )
+  return params
+
+
+def run_control(trainer: Trainer, sft_params, writer, seconds: float):
+  """The equal-compute SFT control: SFT continues from `sft_params` on the
+  task's worked solutions for `seconds` of step time (the RL phase's),
+  rounded up to a multiple of `control.eval_every` steps. Returns the
+  final params."""
+  c = trainer.config.control
+  opt = optimizer_config(
+    trainer.config,
+    0,
+    "control",
+    learning_rate=c.learning_rate,
+    warmup_steps=c.warmup_steps,
+    schedule="constant",
+  )
+  params, _ = _supervised_phase(
+    trainer,
+    writer,
+    phase="control",
+    params=sft_params,
+    algo=algos.make("sft", optimizer=opt),
+    data_seed=trainer.config.seed + 3,
+    seconds=seconds,
+    eval_every=c.eval_every,
+  )
+  return params
+
+
+def _supervised_phase(
+  trainer: Trainer,
+  writer,
+  *,
+  phase: str,
+  params,
+  algo,
+  data_seed: int,
+  steps: int | None = None,
+  seconds: float | None = None,
+  eval_every: int = 0,
+):
+  """SFT on the task's worked solutions from `params`, logged as `phase`
+  and checkpointed in `checkpoints/{phase}`, resuming from there: for
+  `steps` steps, or until the step time (update and batching, without
+  evaluation, saving or the first step after a start, which compiles)
+  reaches `seconds` at a multiple of `eval_every`. Returns the final params
+  and the step time spent."""
+  config = trainer.config
+  mesh = trainer.mesh
+  state = algos.create_train_state(trainer.graphdef, params, algo, mesh)
   ckpt = ckpt_lib.Checkpointer(
-    os.path.join(trainer.workdir, "checkpoints", "sft"),
+    os.path.join(trainer.workdir, "checkpoints", phase),
     keep=config.train.keep_checkpoints,
     async_save=config.train.async_checkpoints,
   )
-  data = DataIterator(
-    trainer.task.train, config.sft.batch_size, seed=config.seed + 1
-  )
-  start = 0
+  batch_size = config.sft.batch_size
+  data = DataIterator(trainer.task.train, batch_size, seed=data_seed)
+  start, elapsed = 0, 0.0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
   if restored is not None:
     start, state, meta = restored
     data.restore(meta["data"])
-    writer.truncate(lambda r: r["phase"] != "sft" or r["step"] <= start)
-  if start >= steps:
-    ckpt.close()
-    return state.params
+    elapsed = meta.get("elapsed_s", 0.0)
+  writer.truncate(lambda r: r["phase"] != phase or r["step"] <= start)
 
+  def done(step):
+    if steps is not None:
+      return step >= steps
+    if eval_every and step % eval_every:
+      return False
+    # Process 0's clock decides, so that every process stops at one step.
+    times = multihost_utils.broadcast_one_to_all(np.array([elapsed, seconds]))
+    return bool(times[0] >= times[1])
+
+  if done(start):
+    ckpt.close()
+    return state.params, elapsed
+
+  bar = _Progress(config.train.progress, steps, start, phase)
+  np_rng = lambda step: np.random.default_rng(  # the teacher's draws
+    [config.seed, zlib.crc32(phase.encode()), step]
+  )
   train_set = trainer.task.train
-  first = [train_set[i % len(train_set)] for i in range(config.sft.batch_size)]
-  example = _to_device(_sft_batch(trainer, first), mesh)
+  first = [train_set[i % len(train_set)] for i in range(batch_size)]
+  example = _to_device(_sft_batch(trainer, first, np_rng(0)), mesh)
   update = algos.compile_update_step(
     algo, trainer.graphdef, state, example, mesh
   )
-  key = _stream(config.seed, "sft")
-  bar = _Progress(config.train.progress, steps, start, "sft")
-  pending, guard = False, _UpdateGuard(config, "sft")
-  for step in range(start + 1, steps + 1):
-    batch = _to_device(_sft_batch(trainer, next(data)), mesh)
+  key = _stream(config.seed, phase)
+  pending, guard = False, _UpdateGuard(config, phase)
+  step = start
+  while not done(step):
+    step += 1
+    t0 = time.perf_counter()
+    batch = _sft_batch(trainer, next(data), np_rng(step))
+    batch = _to_device(batch, mesh)
     state, m = update(state, batch, jax.random.fold_in(key, step))
     m = _scalars(m)
-    writer.write(step, {f"update/{k}": v for k, v in m.items()}, "sft")
+    if step > start + 1:  # the first step compiles
+      elapsed += time.perf_counter() - t0
+    record = {f"update/{k}": v for k, v in m.items()}
+    record["time/elapsed_s"] = elapsed
+    if eval_every and step % eval_every == 0:
+      record.update(bar.evaluate(trainer, state.params, step))
+    writer.write(step, record, phase)
     bar.update(loss=m["loss"])
     guard.check(step, m)
-    pending |= _save_due(step, steps, config.train.save_every)
+    pending |= done(step) or step % config.train.save_every == 0
     if pending and not m.get("skipped_steps"):
-      ckpt.save(step, state, {"data": data.state()})
+      ckpt.save(step, state, {"data": data.state(), "elapsed_s": elapsed})
       pending = False
   bar.close()
   ckpt.close()
-  return state.params
+  return state.params, elapsed
 
 
 def _run_sft_unless_rl_resumes(trainer: Trainer, writer):
@@ -610,7 +737,9 @@ def _run_sft_unless_rl_resumes(trainer: Trainer, writer):
 
 
 def run_rl(trainer: Trainer, sft_params, writer):
-  """The RL phase from `sft_params`; returns the final params."""
+  """The RL phase from `sft_params`; returns the final params and the step
+  time spent (rollout, rewards and update, without evaluation, saving or
+  the first step after a start, which compiles)."""
   config = trainer.config
   r, mesh, G = config.rollout, trainer.mesh, trainer.G
   steps = config.train.steps
@@ -629,12 +758,13 @@ def run_rl(trainer: Trainer, sft_params, writer):
   data = DataIterator(
     trainer.task.train, r.prompts_per_step, seed=config.seed + 2
   )
-  start, running_mean = 0, 0.0
+  start, running_mean, elapsed = 0, 0.0, 0.0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
   if restored is not None:
     start, state, meta = restored
     data.restore(meta["data"])
     running_mean = meta.get("running_mean", 0.0)
+    elapsed = meta.get("elapsed_s", 0.0)
     writer.truncate(lambda rec: rec["phase"] != "rl" or rec["step"] <= start)
   else:
     writer.truncate(lambda rec: rec["phase"] != "rl")
@@ -669,9 +799,13 @@ def run_rl(trainer: Trainer, sft_params, writer):
   update = None
   rollout_key = _stream(config.seed, "rollout")
   update_key = _stream(config.seed, "update")
-  if start == 0:
-    writer.write(0, trainer.evaluate(state.params, 0), "rl")
   bar = _Progress(config.train.progress, steps, start, config.algo.name)
+  if start == 0:
+    record = {
+      **bar.evaluate(trainer, state.params, 0),
+      **trainer.teacher_metrics(),
+    }
+    writer.write(0, {**record, "time/elapsed_s": 0.0}, "rl")
   pending, guard = False, _UpdateGuard(config, "rl")
   for step in range(start + 1, steps + 1):
     t0 = time.perf_counter()
@@ -695,7 +829,9 @@ def run_rl(trainer: Trainer, sft_params, writer):
       )
       reward_metrics.update(extra)
     t2 = time.perf_counter()
-    batch = _rl_batch(prompt_tokens, prompt_mask, out, reward, G)
+    batch = _rl_batch(
+      prompt_tokens, prompt_mask, out, reward, G, trainer.sampling
+    )
     batch = _to_device(batch, mesh)
     batch, stats = prepare(
       state.params,
@@ -710,33 +846,35 @@ def run_rl(trainer: Trainer, sft_params, writer):
     m, stats = _scalars(m), _scalars(stats)
     running_mean = stats.get("running_mean", running_mean)
     t3 = time.perf_counter()
+    if step > start + 1:  # the first step compiles
+      elapsed += t3 - t0
 
     record = {
-      "train/reward": float(trainer.gather(reward).mean()),
+      # NaN: unscored by every reward (left out of the advantages too).
+      "train/reward": _nanmean(trainer.gather(reward)),
       "train/accuracy": float(trainer.gather(correct).mean()),
       "train/response_length": float(trainer.gather(out.lengths).mean()),
       "time/rollout_s": t1 - t0,
       "time/reward_s": t2 - t1,
       "time/update_s": t3 - t2,
+      "time/elapsed_s": elapsed,
       **{f"train/{k}": v for k, v in reward_metrics.items()},
       **{f"update/{k}": v for k, v in {**stats, **m}.items()},
     }
-    if config.train.eval_every and step % config.train.eval_every == 0:
-      record.update(trainer.evaluate(state.params, step))
-    elif step == steps:
-      record.update(trainer.evaluate(state.params, step))
+    every = config.train.eval_every
+    if step == steps or (every and step % every == 0):
+      record.update(bar.evaluate(trainer, state.params, step))
     writer.write(step, record, "rl")
     bar.update(reward=record["train/reward"], acc=record["train/accuracy"])
     guard.check(step, m)
     pending |= _save_due(step, steps, config.train.save_every)
     if pending and not m.get("skipped_steps"):
-      ckpt.save(
-        step, state, {"data": data.state(), "running_mean": running_mean}
-      )
+      meta = {"data": data.state(), "running_mean": running_mean}
+      ckpt.save(step, state, {**meta, "elapsed_s": elapsed})
       pending = False
   bar.close()
   ckpt.close()
-  return state.params
+  return state.params, elapsed
 
 
 def _rollout(trainer: Trainer, params, data, key):
@@ -766,8 +904,10 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
   examples, tokens, mask, out, reward, correct = whole(first)
   n = len(examples)
 
-  def informative(rew):
-    return rew.reshape(-1, G).std(axis=1) > 0
+  def informative(rew):  # unscored (NaN) samples left out, as in the loss
+    with warnings.catch_warnings():  # an all-NaN group's std is NaN
+      warnings.simplefilter("ignore", RuntimeWarning)
+      return np.nan_to_num(np.nanstd(rew.reshape(-1, G), axis=1)) > 0
 
   keep = [i for i in range(n) if informative(reward)[i]]
   pool = [(examples, tokens, mask, out, reward, correct, keep)]
@@ -824,8 +964,17 @@ def _dynamic_sampling(trainer, params, data, rollout_key, step, first):
   return (new_examples, *jax.tree.map(local, picked), metrics)
 
 
-def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
-  """Prompt (repeated G times) + completion rows for the update."""
+def _nanmean(x: np.ndarray) -> float:
+  x = np.asarray(x, np.float64)
+  ok = np.isfinite(x)
+  return float(x[ok].mean()) if ok.any() else float("nan")
+
+
+def _rl_batch(prompt_tokens, prompt_mask, out, reward, G, sampling) -> dict:
+  """Prompt (repeated G times) + completion rows for the update; `truncated`
+  flags the completions that hit `max_new_tokens` without a stop."""
+  eos = [(e,) for e in sampling["eos_ids"]]
+  stops = eos + list(sampling["stop_sequences"])
   ptok = np.repeat(prompt_tokens, G, axis=0)
   pmask = np.repeat(prompt_mask, G, axis=0)
   cmask = np.asarray(out.mask, np.int32)
@@ -834,6 +983,7 @@ def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
     "mask": np.concatenate([pmask, cmask], 1),
     "completion_mask": np.concatenate([np.zeros_like(pmask), cmask], 1),
     "rewards": np.asarray(reward, np.float32),
+    "truncated": algos.truncated_completions(out.tokens, out.lengths, stops),
   }
 
 
@@ -841,35 +991,39 @@ def _rl_batch(prompt_tokens, prompt_mask, out, reward, G) -> dict:
 
 
 def run(config, workdir: str) -> dict:
-  """Train as configured; returns the final held-out metrics.
+  """Train as configured; returns the summary (see `summarise_run`), also
+  written to `workdir/summary.json`.
 
-  Writes to `workdir`: metrics.jsonl, tensorboard/, plots.png,
-  checkpoints/{sft,rl}/ and export/ (HF format, with the tokenizer).
+  Writes to `workdir`: metrics.jsonl, summary.json, tensorboard/,
+  plots.png, checkpoints/{sft,rl,control}/ and export/ (the RL policy in HF
+  format, with the tokenizer). With `control.enabled`, after RL an SFT
+  control continues from the SFT params for the RL phase's step time.
   """
+  start = time.perf_counter()
   trainer = Trainer(config, workdir)
   main = jax.process_index() == 0
   writer = metrics_lib.MetricsWriter(workdir, enabled=main)
   try:
-    params = trainer.initial_params
+    sft_params = trainer.initial_params
     if config.sft.steps:
-      params = _run_sft_unless_rl_resumes(trainer, writer)
-    params = run_rl(trainer, params, writer)
+      sft_params = _run_sft_unless_rl_resumes(trainer, writer)
+    params, rl_seconds = run_rl(trainer, sft_params, writer)
+    if config.control.enabled:
+      # The RL state may have donated `sft_params`: restore them.
+      sft_params = run_sft(trainer, writer) if config.sft.steps else None
+      run_control(trainer, sft_params, writer, rl_seconds)
   finally:
     writer.close()
   multihost_utils.sync_global_devices("rlx.train.run: metrics written")
-  final = [
-    r
-    for r in metrics_lib.read_metrics(workdir)
-    if r.get("phase") == "rl" and "eval/accuracy" in r
-  ]
-  if main:
-    metrics_lib.plot_metrics(workdir)
   if config.train.export:
     export = os.path.join(workdir, "export")
     models.save_pretrained(nnx.merge(trainer.graphdef, params), export)
     if main:
       trainer.tokenizer.save(export)
-  summary = {}
-  if final:
-    summary = {"before": final[0], "after": final[-1]}
+  records = metrics_lib.read_metrics(workdir)
+  summary = metrics_lib.summarise_run(records)
+  summary["wall_s"] = time.perf_counter() - start
+  if main:
+    metrics_lib.plot_metrics(workdir)
+    metrics_lib.write_summary(workdir, summary)
   return summary

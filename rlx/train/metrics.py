@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
 
 # (title, metric key) of the standard plots.
 PLOTS = (
@@ -99,30 +101,78 @@ def truncate_metrics(workdir: str, keep) -> None:
   os.replace(tmp, path)
 
 
-def plot_metrics(workdir: str, phase: str = "rl") -> str | None:
-  """Draw the standard curves of `phase` into `workdir/plots.png`."""
+def _eval_records(records: list[dict], phase: str) -> list[dict]:
+  return [
+    r for r in records if r.get("phase") == phase and "eval/accuracy" in r
+  ]
+
+
+def categories(record: dict) -> list[str]:
+  """The problem categories a record's evaluation was split by."""
+  return sorted(
+    k.split("/")[1]
+    for k in record
+    if k.startswith("eval/") and k.count("/") == 2 and k.endswith("/accuracy")
+  )
+
+
+def plot_metrics(workdir: str) -> str | None:
+  """Draw the RL curves, and RL against the SFT control over step time when
+  the run has one, into `workdir/plots.png`."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  records = [r for r in read_metrics(workdir) if r.get("phase") == phase]
-  panels = []
+  records = read_metrics(workdir)
+  rl = [r for r in records if r.get("phase") == "rl"]
+  panels = []  # (title, xlabel, [(label, points, style)])
   for title, key in PLOTS:
-    points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
-    if points:
-      panels.append((title, key, np.asarray(points, dtype=np.float64)))
+    points = [(r["step"], r[key]) for r in rl if r.get(key) is not None]
+    if not points:
+      continue
+    lines = [(key, points, "-")]
+    if key == "eval/accuracy":
+      for c in categories(rl[0]):
+        k = f"eval/{c}/accuracy"
+        lines.append((k, [(r["step"], r[k]) for r in rl if k in r], "--"))
+    panels.append((title, "RL step", lines))
+  control = _eval_records(records, "control")
+  if control:
+    first = _eval_records(records, "rl")[:1]
+    lines = []
+    phases = (("RL", _eval_records(records, "rl")), ("SFT control", control))
+    for color, (phase, evals) in zip(("C0", "C3"), phases):
+      if phase == "SFT control":
+        evals = first + evals  # both start from the SFT model
+      groups = ["", *(f"{c}/" for c in categories(first[0]))]
+      for style, group in zip(("-", "--", ":"), groups):
+        k = f"eval/{group}accuracy"
+        pts = [(r["time/elapsed_s"], r[k]) for r in evals if k in r]
+        label = f"{phase}: {group.strip('/') or 'all'}"
+        lines.append((label, pts, color + style))
+    if "teacher/majority_accuracy" in first[0]:
+      end = max(r["time/elapsed_s"] for r in control)
+      y = first[0]["teacher/majority_accuracy"]
+      lines.append(("teacher: all", [(0, y), (end, y)], "k-."))
+    panels.insert(
+      0, ("held-out greedy accuracy: RL vs SFT control", "step time (s)", lines)
+    )
   if not panels:
     return None
   cols = min(3, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows))
+  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows))
   axes = np.atleast_1d(axes).ravel()
-  for ax, (title, key, pts) in zip(axes, panels):
-    ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.set_ylabel(key)
+  for ax, (title, xlabel, lines) in zip(axes, panels):
+    for label, pts, style in lines:
+      pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+      marker = "o" if len(pts) < 30 else None
+      ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, label=label, ms=3)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    if len(lines) > 1:
+      ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
   for ax in axes[len(panels) :]:
     ax.axis("off")
@@ -131,3 +181,74 @@ def plot_metrics(workdir: str, phase: str = "rl") -> str | None:
   fig.savefig(out, dpi=100)
   plt.close(fig)
   return out
+
+
+def summarise_run(records: list[dict]) -> dict:
+  """The held-out evaluations that sum a run up: `before` (after SFT, with
+  the teacher's metrics), `after` (the last RL evaluation) and `control`
+  (the last evaluation of the SFT control), where the run has them."""
+  rl, control = _eval_records(records, "rl"), _eval_records(records, "control")
+  summary = {}
+  if rl:
+    summary.update(before=rl[0], after=rl[-1])
+  if control:
+    summary["control"] = control[-1]
+  return summary
+
+
+def write_summary(workdir: str, summary: dict) -> None:
+  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
+    json.dump(summary, f, indent=1)
+
+
+def read_summary(workdir: str) -> dict | None:
+  path = os.path.join(workdir, SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def num_eval_prompts(record: dict) -> int:
+  """How many held-out prompts an evaluation record averages."""
+  return int(record.get("eval/num_prompts", 0))
+
+
+def format_summary(summary: dict, markdown: bool = False) -> str:
+  """A short table of held-out accuracy (+- its standard error) per phase:
+  greedy, per problem category and mean@k. The teacher's row gives its
+  most likely answer under greedy and its expected accuracy under mean@k.
+  """
+  before = summary.get("before")
+  if not before:
+    return "no held-out evaluation was run"
+  cats = categories(before)
+  k = next((m[5:] for m in before if re.fullmatch(r"eval/mean@\d+", m)), None)
+  columns = ["accuracy", *(f"{c}/accuracy" for c in cats), *([k] if k else [])]
+  header = ["", "greedy", *(f"greedy {c}" for c in cats), *([k] if k else [])]
+
+  def cell(record, prefix, name):
+    if f"{prefix}/{name}" not in record:
+      return "-"
+    v, se = record[f"{prefix}/{name}"], record.get(f"{prefix}/{name}_se", 0)
+    return f"{v:.1%} +- {se:.1%}"
+
+  rows = []
+  if "teacher/accuracy" in before:
+    names = ["majority_accuracy", *(f"{c}/majority_accuracy" for c in cats)]
+    names += ["accuracy"] if k else []
+    rows.append(["teacher", *(cell(before, "teacher", n) for n in names)])
+  rows.append(["after SFT", *(cell(before, "eval", n) for n in columns)])
+  for label, key in (("after RL", "after"), ("SFT control", "control")):
+    if key in summary:
+      r = summary[key]
+      label += f" ({r['step']} steps, {r.get('time/elapsed_s', 0):.0f} s)"
+      rows.append([label, *(cell(r, "eval", n) for n in columns)])
+  if markdown:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(r) + " |" for r in lines)
+  table = [header, *rows]
+  widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+  return "\n".join(
+    "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in table
+  )
