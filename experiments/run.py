@@ -1,7 +1,9 @@
 """Train a policy: `python experiments/run.py --config=CONFIG_FILE`.
 
-Overrides: `--config.algo.options.beta=0.0`; variants: `--config=FILE:arg`;
-output: `--workdir=DIR` (a rerun with the same workdir resumes).
+Overrides: `--config.algo.options.beta=0.0`, also of keys the file does not
+set (`--config.reward.weights.format=0.1`; `check_config` refuses unknown
+ones in one line); variants: `--config=FILE:arg`; output: `--workdir=DIR`
+(a rerun with the same workdir resumes).
 
 Multi-host: start one process per host, each with the same flags and a
 `--workdir` on storage every host can reach, plus either
@@ -21,12 +23,22 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rlx import train  # noqa: E402
+from rlx.models.hf import CheckpointError  # noqa: E402
+from rlx.train.checkpoint import CheckpointCorruptError  # noqa: E402
+from rlx.train.loop import TrainingDivergedError  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(
   os.path.dirname(os.path.abspath(__file__)), "configs", "grpo_arithmetic.py"
 )
+# Unlocked and open to new keys, so that free-form sections (reward weights,
+# algorithm options) take new entries from the command line; a misspelt key
+# is reported by `check_config`, in one line, before any work.
 _CONFIG = config_flags.DEFINE_config_file(
-  "config", _DEFAULT_CONFIG, "Experiment config file.", lock_config=True
+  "config",
+  _DEFAULT_CONFIG,
+  "Experiment config file.",
+  lock_config=False,
+  accept_new_attributes=True,
 )
 _WORKDIR = flags.DEFINE_string(
   "workdir", "runs/default", "Output directory; reruns resume from it."
@@ -55,7 +67,15 @@ def main(argv):
   if _DISTRIBUTED.value or any(v is not None for v in cluster):
     jax.distributed.initialize(*cluster)
   config = _CONFIG.value
-  summary = train.run(config, _WORKDIR.value)
+  try:
+    summary = train.run(config, _WORKDIR.value)
+  except (
+    train.ConfigError,
+    CheckpointError,
+    CheckpointCorruptError,
+    TrainingDivergedError,
+  ) as e:
+    sys.exit(f"error: {e}")
   if jax.process_index() != 0:
     return
   print(train.format_summary(summary))

@@ -321,3 +321,131 @@ def test_presets_and_config_errors():
     preset("tiny", dtype="fp8")
   with pytest.raises(ValueError, match="model preset 'huge'"):
     preset("huge")
+
+
+def test_weight_map_outside_the_directory_is_refused(tmp_path):
+  path, _ = make_hf_checkpoint(tmp_path / "src", "llama")
+  out = str(tmp_path / "sharded")
+  save_pretrained(load_pretrained(path), out, max_shard_bytes=20_000)
+  index_path = os.path.join(out, "model.safetensors.index.json")
+  index = json.load(open(index_path))
+  name, shard = sorted(index["weight_map"].items())[0]
+  os.makedirs(tmp_path / "other")  # a real file, so only confinement stops it
+  outside = str(tmp_path / "other" / shard)
+  os.replace(os.path.join(out, shard), outside)
+  for bad in (f"../other/{shard}", outside):
+    weight_map = {
+      k: (bad if v == shard else v) for k, v in index["weight_map"].items()
+    }
+    json.dump({**index, "weight_map": weight_map}, open(index_path, "w"))
+    with pytest.raises(
+      CheckpointError, match=r"points outside the checkpoint directory"
+    ):
+      load_pretrained(out)
+
+
+_GOOD_HF = {
+  "architectures": ["LlamaForCausalLM"],
+  "vocab_size": 32,
+  "hidden_size": 16,
+  "intermediate_size": 32,
+  "num_hidden_layers": 1,
+  "num_attention_heads": 2,
+  "max_position_embeddings": 64,
+  "rope_theta": 1000.0,
+  "rms_norm_eps": 1e-5,
+}
+
+
+@pytest.mark.parametrize(
+  "change, message",
+  [
+    ({"hidden_size": None}, r"lacks the key 'hidden_size'"),
+    ({"num_attention_heads": None}, r"lacks the key 'num_attention_heads'"),
+    ({"hidden_size": "16"}, r"hidden_size='16': must be a positive integer"),
+    ({"num_hidden_layers": 0}, r"num_hidden_layers=0: must be a positive"),
+    ({"vocab_size": 32.5}, r"vocab_size=32.5: must be a positive integer"),
+    ({"rope_theta": 0.0}, r"rope_theta=0.0: must be a finite number > 0"),
+    ({"rope_theta": -1.0}, r"rope_theta=-1.0: must be a finite number > 0"),
+    ({"rope_theta": float("nan")}, r"rope_theta=nan: must be a finite"),
+    ({"rope_theta": "1e4"}, r"rope_theta='1e4': must be a finite number"),
+    ({"rms_norm_eps": -1e-6}, r"rms_norm_eps=-1e-06: must be a finite"),
+    ({"rms_norm_eps": "x"}, r"rms_norm_eps='x': must be a finite number"),
+    (
+      {"rope_scaling": {"rope_type": "linear", "factor": 0}},
+      r"rope_scaling.factor=0: must be a finite number > 0",
+    ),
+    (
+      {"rope_parameters": {"rope_type": "default", "rope_theta": 0}},
+      r"rope_parameters.rope_theta=0: must be a finite number > 0",
+    ),
+    ({"rope_scaling": [2.0]}, r"rope_scaling=\[2.0\]: must be an object"),
+    (
+      {"max_position_embeddings": -1},
+      r"max_position_embeddings=-1: must be a positive integer",
+    ),
+    ({"tie_word_embeddings": "false"}, r"tie_word_embeddings='false'"),
+    ({"num_key_value_heads": 3}, r"num_heads=2 must be a multiple of"),
+  ],
+)
+def test_bad_config_json_names_key_value_and_allowed(change, message):
+  hf = {k: v for k, v in {**_GOOD_HF, **change}.items() if v is not None}
+  config_from_hf(_GOOD_HF)  # the base is good
+  with pytest.raises(CheckpointError, match=r"config.json.*" + message):
+    config_from_hf(hf)
+
+
+@pytest.mark.parametrize("document", ["[1, 2]", "null", '"llama"', "3"])
+def test_config_json_that_is_not_an_object_is_refused(document, tmp_path):
+  path, _ = make_hf_checkpoint(tmp_path, "llama")
+  with open(os.path.join(path, "config.json"), "w") as f:
+    f.write(document)
+  with pytest.raises(CheckpointError, match=r"config.json must be a JSON obj"):
+    load_pretrained(path)
+
+
+def test_load_time_is_linear_in_the_number_of_layers(tmp_path):
+  """Abstract shapes for 128 layers must cost ~4x those of 32 layers, not
+  16x (a single nnx.eval_shape trace with nnx.Rngs was quadratic)."""
+  import time
+
+  from safetensors.numpy import save_file
+
+  from rlx.models import hf
+
+  def checkpoint(layers):
+    config = preset(
+      "tiny",
+      num_layers=layers,
+      hidden_size=8,
+      intermediate_size=8,
+      num_heads=2,
+      num_kv_heads=1,
+      head_dim=4,
+      vocab_size=16,
+    )
+    path = tmp_path / str(layers)
+    os.makedirs(path)
+    json.dump(hf.config_to_hf(config), open(path / "config.json", "w"))
+    flat = dict(nnx.to_flat_state(nnx.state(hf.abstract_model(config))))
+    tensors = {}
+    for ours, name, transposed in hf.hf_names(config):
+      shape = flat[ours].get_value().shape
+      tensors[name] = np.zeros(shape[::-1] if transposed else shape, "f4")
+    save_file(tensors, str(path / "model.safetensors"))
+    return str(path)
+
+  def seconds(path):
+    best = float("inf")
+    for _ in range(2):
+      start = time.perf_counter()
+      model = load_pretrained(path)
+      best = min(best, time.perf_counter() - start)
+    return best, model
+
+  small, large = checkpoint(32), checkpoint(128)
+  seconds(small)  # warm caches
+  t32, _ = seconds(small)
+  t128, model = seconds(large)
+  assert model.config.num_layers == 128
+  assert t128 < 8 * t32, f"32 layers {t32:.2f} s, 128 layers {t128:.2f} s"

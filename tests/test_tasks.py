@@ -356,12 +356,42 @@ def test_jsonl_plain_with_extra_fields(tmp_path):
     ([{"q": 1, "a": 1}], {"template": "{nope}"}, r"d\.jsonl:1: .*template"),
     ([{"q": 1, "a": 1}], {"answer_format": "latex"}, "answer_format"),
     ([""], {}, "no examples"),
+    (
+      [{"q": 1, "a": 1}, {"q": 2, "a": None}],
+      {},
+      r"d\.jsonl:2: field 'a' is null; it must be a string or a number",
+    ),
+    ([{"q": None, "a": 1}], {}, r"d\.jsonl:1: field 'q' is null"),
+    ([{"q": 1, "a": float("nan")}], {}, r"d\.jsonl:1: field 'a' is NaN"),
+    ([{"q": 1, "a": float("inf")}], {}, r"d\.jsonl:1: field 'a' is Infinity"),
+    ([{"q": 1, "a": [4]}], {}, r"d\.jsonl:1: field 'a' is \[4\]"),
+    ([{"q": 1, "a": "  "}], {}, r"d\.jsonl:1: field 'a' is empty"),
   ],
 )
 def test_jsonl_errors(tmp_path, rows, kwargs, match):
   path = _write(tmp_path / "d.jsonl", rows)
   with pytest.raises(ValueError, match=match):
     jsonl.load_jsonl(path, prompt_field="q", answer_field="a", **kwargs)
+
+
+def test_jsonl_missing_or_non_utf8_file_names_the_path(tmp_path):
+  missing = str(tmp_path / "nope.jsonl")
+  with pytest.raises(ValueError, match=r"nope\.jsonl: cannot open"):
+    jsonl.load_jsonl(missing)
+  path = tmp_path / "latin1.jsonl"
+  path.write_bytes(
+    b'{"prompt": "a", "answer": "1"}\n{"prompt": "caf\xe9", "answer": "2"}\n'
+  )
+  with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not UTF-8 text"):
+    jsonl.load_jsonl(str(path))
+  from rlx.train import config as config_lib
+  from rlx.train import loop
+
+  c = config_lib.default_config()
+  c.task.name = "jsonl"
+  c.task.options = {"path": missing}
+  with pytest.raises(ValueError, match=r"config.task.options.*nope\.jsonl"):
+    loop.Trainer(c, str(tmp_path / "run"))
 
 
 def test_jsonl_hash_split(tmp_path):

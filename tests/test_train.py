@@ -141,6 +141,108 @@ def test_bad_configs_name_the_key():
     train.loop.make_algo(c, 1)
 
 
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+  "key, value, match",
+  [
+    ("sft.learning_rate", -1.0, r"sft.learning_rate=-1.0: must be a finite"),
+    ("sft.learning_rate", NAN, r"sft.learning_rate=nan: must be a finite"),
+    ("optimizer.learning_rate", -1e-3, r"optimizer.learning_rate=-0.001"),
+    ("optimizer.learning_rate", NAN, r"optimizer.learning_rate=nan"),
+    ("optimizer.b2", 1.0, r"optimizer.b2=1.0: must be in \[0, 1\)"),
+    ("algo.num_epochs", 0, r"algo.num_epochs=0: must be an integer >= 1"),
+    ("algo.options", {"betta": 0.1}, r"algo \(grpo\).*'betta'"),
+    ("rollout.top_p", 2.0, r"rollout.top_p=2.0: .* in \(0, 1\]"),
+    ("rollout.top_p", 0.0, r"rollout.top_p=0.0: .* in \(0, 1\]"),
+    ("rollout.temperature", -1.0, r"rollout.temperature=-1.0: .*>= 0"),
+    ("rollout.prompt_buckets", (), r"rollout.prompt_buckets=\(\): .*non-em"),
+    ("eval.num_samples", -1, r"eval.num_samples=-1: must be an integer >= 0"),
+    ("eval.num_prompts", 0, r"eval.num_prompts=0: must be an integer >= 1"),
+    ("reward.timeout_s", 0.0, r"reward.timeout_s=0.0: .* > 0"),
+    ("reward.timeout_s", -5.0, r"reward.timeout_s=-5.0: .* > 0"),
+    ("reward.weights", {}, r"reward.weights=\{\}: must name at least one"),
+    (
+      "reward.kwargs",
+      {"acuracy_if_format": {"x": 1}},
+      r"reward.kwargs.acuracy_if_format=.*names no reward in reward.weig",
+    ),
+    ("rollout.num_samples", 1, r"rollout.num_samples=1: must be >= 2 for"),
+    ("train.max_consecutive_skips", 0, r"train.max_consecutive_skips=0"),
+    ("train.max_param_norm_growth", 0.5, r"train.max_param_norm_growth="),
+  ],
+)
+def test_every_config_mistake_is_one_line_naming_the_key(key, value, match):
+  c = load_config("grpo_arithmetic.py", None)
+  *path, name = key.split(".")
+  section = c
+  for part in path:
+    section = section[part]
+  section[name] = value
+  with pytest.raises(ConfigError, match=r"^config\." + match) as error:
+    check_config(c, 8)
+  assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("algo", ["rloo", "reinforce_baseline", "dr_grpo"])
+def test_one_sample_per_prompt_is_refused_for_group_baselines(algo):
+  c = load_config("grpo_arithmetic.py", None)
+  c.algo.name, c.algo.options = algo, {}
+  c.rollout.num_samples = 1
+  with pytest.raises(ConfigError, match=rf"must be >= 2 for {algo}"):
+    check_config(c, 8)
+  c.algo.name = "reinforce"  # no baseline: one sample per prompt is fine
+  check_config(c, 8)
+
+
+def test_config_mistakes_stop_the_run_before_sft(tmp_path):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  assert config.sft.steps > 0
+  config.algo.options = {"betta": 0.1}
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ConfigError, match="betta"):
+    train.run(config, workdir)
+  assert not os.path.exists(workdir)
+
+
+def test_command_line_unknown_key_is_one_line_and_new_weight_works(tmp_path):
+  """Both fail or pass `check_config` before any work: the second only on
+  the mesh, checked after the reward weights."""
+  cmd = [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "run.py"),
+    f"--config={DEFAULT_CONFIG}:smoke",
+    f"--workdir={tmp_path / 'run'}",
+  ]
+  bad = subprocess.run(
+    cmd + ["--config.train.stepz=3"],
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert bad.returncode != 0
+  assert bad.stderr.strip().splitlines() == [
+    "error: unknown config key 'train.stepz' (did you mean train.steps?); "
+    "allowed keys here: ['async_checkpoints', 'eval_every', 'export', "
+    "'keep_checkpoints', 'max_consecutive_skips', 'max_param_norm_growth', "
+    "'progress', 'save_every', 'steps']"
+  ]
+  new = subprocess.run(
+    cmd + ["--config.reward.weights.overlong=1.0", "--config.mesh.fsdp=3"],
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert new.stderr.strip().splitlines() == [
+    "error: config.mesh={'data': -1, 'fsdp': 3, 'tensor': 1}: data x fsdp x "
+    "tensor must equal the 2 devices"
+  ]
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_locked_config_rejects_unknown_override():
   from ml_collections import config_flags  # noqa: F401
 
@@ -251,6 +353,7 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
 def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
   config = tiny(load_config("grpo_arithmetic.py"))
   config.sft.steps = 0
+  config.control.enabled = False
   config.train.steps = 3
   original = train.loop._rl_batch
   calls = []
@@ -299,6 +402,97 @@ def test_eval_metrics_aggregate_per_prompt(tmp_path, monkeypatch):
   assert m["eval/accuracy"] == pytest.approx(2 / 12)
   assert m["eval/pass@2"] == pytest.approx(2 / 12)
   assert m["eval/mean@2"] == pytest.approx(1 / 12)
+
+
+def test_consecutive_skipped_steps_are_reported_and_stop_the_run(
+  tmp_path, monkeypatch, caplog
+):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps = 0
+  config.control.enabled = False
+  config.train.steps = 5
+  config.train.max_consecutive_skips = 2
+  original = train.loop._rl_batch
+
+  def poisoned(*args):
+    batch = original(*args)
+    batch["rewards"] = np.full_like(batch["rewards"], np.nan)
+    return batch
+
+  monkeypatch.setattr(train.loop, "_rl_batch", poisoned)
+  workdir = str(tmp_path / "run")
+  with (
+    caplog.at_level("WARNING"),
+    pytest.raises(
+      train.loop.TrainingDivergedError,
+      match=r"rl: 2 update steps in a row \(to step 2\) were skipped, "
+      r"reaching train.max_consecutive_skips=2; likely cause: the loss is "
+      r"not finite",
+    ),
+  ):
+    train.run(config, workdir)
+  for step in (1, 2):
+    assert f"rl step {step}: update skipped" in caplog.text
+  assert not os.path.exists(os.path.join(workdir, "export"))
+  assert not os.listdir(os.path.join(workdir, "checkpoints", "rl"))
+
+
+def test_absurd_update_stops_before_it_is_saved(tmp_path):
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps = 2
+  config.sft.warmup_steps = 0
+  config.sft.learning_rate = 1e10
+  workdir = str(tmp_path / "run")
+  with pytest.raises(
+    train.loop.TrainingDivergedError,
+    match=r"sft step 1: one update grew the params' global norm .* times .*"
+    r"train.max_param_norm_growth=2.0; stopped before saving it",
+  ):
+    train.run(config, workdir)
+  assert not os.listdir(os.path.join(workdir, "checkpoints", "sft"))
+  assert not os.path.exists(os.path.join(workdir, "export"))
+
+
+def test_rl_resumes_from_its_own_checkpoints_when_every_sft_one_is_bad(
+  tmp_path, caplog
+):
+  """A damaged SFT checkpoint (metadata emptied: once a bare KeyError) and
+  an intact RL checkpoint of the last step: the run reports the SFT one in
+  a warning and finishes from the RL checkpoint."""
+  from rlx import algos
+  from rlx.data import DataIterator
+  from rlx.train import checkpoint as ckpt_lib
+  from rlx.train import loop
+
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps, config.train.steps = 2, 1
+  config.control.enabled = False  # it would continue the SFT policy
+  workdir = str(tmp_path / "run")
+  trainer = loop.Trainer(config, workdir)
+  for phase, algo, step in (
+    ("sft", loop.make_sft_algo(config), 2),
+    ("rl", loop.make_algo(config, 1), 1),
+  ):
+    state = algos.create_train_state(
+      trainer.graphdef, trainer.initial_params, algo, trainer.mesh
+    )
+    data = DataIterator(trainer.task.train, 8, seed=0)
+    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints", phase))
+    ckpt.save(step, state, {"data": data.state(), "running_mean": 0.0})
+    ckpt.close()
+  with open(os.path.join(workdir, "checkpoints/sft/2/meta/metadata"), "w") as f:
+    f.write("{}")
+  with caplog.at_level("WARNING"):
+    train.run(config, workdir)
+  assert "checkpoints/sft could be restored" in caplog.text
+  assert "RL resumes from its own checkpoints" in caplog.text
+  assert os.path.exists(os.path.join(workdir, "export", "config.json"))
+
+  config.algo.options.beta = 0.04  # a KL reference: the SFT policy
+  with pytest.raises(
+    ckpt_lib.CheckpointCorruptError, match="needs the SFT policy as its ref"
+  ):
+    train.run(config, workdir)
 
 
 def test_summarise_splits_by_category_with_standard_errors():

@@ -5,7 +5,9 @@
 with `key`); each minibatch step is `value_and_grad` of the algorithm's loss
 (averaged over `grad_accum_steps` micro-batches), global-norm clipping and
 AdamW. A non-finite loss or gradient norm leaves params and optimizer state
-unchanged and counts in `metrics['skipped_steps']`. Algorithms differ only
+unchanged and counts in `metrics['skipped_steps']`; `param_norm` and
+`param_norm_growth` (its ratio to the norm before the call) let the caller
+stop on a finite but absurd update. Algorithms differ only
 in their config object (`grpo.py`, `ppo.py`, `reinforce.py`, `sft.py`),
 which supplies `loss(out, batch, ctx)` and `prepare_batch(...)`.
 
@@ -267,7 +269,14 @@ def make_update_step(algo: Algo, graphdef, mesh: Mesh | None = None):
     carry = ((state.params, state.value_head), state.opt_state)
     carry, metrics = _scan(epoch, carry, keys)
     (params, value_head), opt_state = carry
-    metrics = {**_reduce_metrics(metrics), **_advantage_metrics(batch)}
+    norm_before = optax.tree.norm(state.params)
+    norm = optax.tree.norm(params)
+    metrics = {
+      **_reduce_metrics(metrics),
+      **_advantage_metrics(batch),
+      "param_norm": norm,
+      "param_norm_growth": norm / norm_before,
+    }
     return TrainState(params, opt_state, state.step + 1, value_head), metrics
 
   return update_step

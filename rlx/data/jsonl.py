@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 
@@ -37,6 +38,22 @@ def split_gsm8k_answer(text: str) -> tuple[str, str] | None:
   return _CALCULATOR_RE.sub("", reasoning).strip(), final
 
 
+def _text(value, key: str, where: str) -> str:
+  """A prompt or answer field as text; null, NaN, infinity, objects and
+  arrays are refused (str() would make them "None", "nan", ...)."""
+  bad = (
+    value is None
+    or isinstance(value, (dict, list))
+    or (isinstance(value, float) and not math.isfinite(value))
+  )
+  if bad:
+    raise ValueError(
+      f"{where}: field {key!r} is {json.dumps(value)}; it must be a string "
+      "or a number"
+    )
+  return str(value)
+
+
 def load_jsonl(
   path: str,
   *,
@@ -68,9 +85,10 @@ def load_jsonl(
     Examples with `prompt`, `answer`, `solution` and the extra fields.
 
   Raises:
-    ValueError: naming the file and line of invalid JSON, a non-object
-      line, a missing field, a template error or a gsm8k answer without
-      `####`.
+    ValueError: naming the file (missing or unreadable) or the line of
+      text that is not UTF-8, invalid JSON, a non-object line, a missing
+      field, a prompt or answer that is null, NaN, an object or an array,
+      an empty answer, a template error or a gsm8k answer without `####`.
   """
   if answer_format not in ANSWER_FORMATS:
     raise ValueError(
@@ -78,13 +96,26 @@ def load_jsonl(
     )
   extra = _field_map(extra_fields)
   examples = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
+  try:
+    f = open(path, "rb")
+  except OSError as e:
+    raise ValueError(
+      f"{path}: cannot open the JSONL file ({e.strerror})"
+    ) from e
+  with f:
+    for lineno, raw in enumerate(f, 1):
       if max_examples is not None and len(examples) >= max_examples:
         break
+      where = f"{path}:{lineno}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(
+          f"{where}: not UTF-8 text (byte {raw[e.start : e.start + 1]!r} at "
+          f"column {e.start + 1}); JSONL files must be UTF-8"
+        ) from e
       if not line.strip():
         continue
-      where = f"{path}:{lineno}"
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
@@ -99,8 +130,10 @@ def load_jsonl(
           )
         return record[key]
 
-      question = str(get(prompt_field))
-      answer = str(get(answer_field)).strip()
+      question = _text(get(prompt_field), prompt_field, where)
+      answer = _text(get(answer_field), answer_field, where).strip()
+      if not answer:
+        raise ValueError(f"{where}: field {answer_field!r} is empty")
       reasoning = ""
       if answer_format == "gsm8k":
         parts = split_gsm8k_answer(answer)
@@ -111,7 +144,7 @@ def load_jsonl(
           )
         reasoning, answer = parts
       if solution_field is not None:
-        reasoning = str(get(solution_field)).strip()
+        reasoning = _text(get(solution_field), solution_field, where).strip()
       try:
         prompt = template.format_map({**record, "prompt": question})
       except (KeyError, IndexError, ValueError) as e:

@@ -10,6 +10,7 @@ the same format back, so HF `transformers` and vLLM can serve an rlx policy.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 
@@ -64,7 +65,12 @@ def _rope_from_hf(hf: dict) -> tuple[float, RopeScaling | None]:
     "max_position_embeddings"
   )
   factor = merged.get("factor")
-  if factor is None and rope_type == "yarn" and original:
+  if (
+    factor is None
+    and rope_type == "yarn"
+    and original
+    and hf.get("max_position_embeddings")
+  ):
     factor = hf["max_position_embeddings"] / original
   kwargs = {"factor": factor}
   if rope_type != "linear":
@@ -91,8 +97,107 @@ def _rope_from_hf(hf: dict) -> tuple[float, RopeScaling | None]:
   return float(theta), RopeScaling(rope_type=rope_type, **kwargs)
 
 
+_REQUIRED_INTS = (
+  "vocab_size",
+  "hidden_size",
+  "intermediate_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+)
+_OPTIONAL_INTS = ("num_key_value_heads", "head_dim", "max_position_embeddings")
+_BOOLS = ("attention_bias", "mlp_bias", "tie_word_embeddings")
+_ROPE_POSITIVE = ("rope_theta", "factor", "low_freq_factor", "high_freq_factor")
+_ROPE_FINITE = (
+  "beta_fast",
+  "beta_slow",
+  "attention_factor",
+  "mscale",
+  "mscale_all_dim",
+)
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+  """A finite JSON number (not a bool, string, NaN or infinity)."""
+  return (
+    isinstance(value, (int, float))
+    and not isinstance(value, bool)
+    and math.isfinite(value)
+  )
+
+
+def _refuse(key: str, value, allowed: str):
+  raise CheckpointError(f"config.json: {key}={value!r}: {allowed}")
+
+
+def check_hf_config(hf) -> None:
+  """Raise `CheckpointError` naming the key, the value and what is allowed
+  for a `config.json` rlx would load wrongly or fail on obscurely."""
+  if not isinstance(hf, dict):
+    raise CheckpointError(
+      f"config.json must be a JSON object of model settings, got "
+      f"{type(hf).__name__} {str(hf)[:80]}"
+    )
+  for key in _REQUIRED_INTS:
+    if key not in hf:
+      raise CheckpointError(
+        f"config.json lacks the key {key!r} (a positive integer)"
+      )
+  for key in _REQUIRED_INTS + _OPTIONAL_INTS:
+    value = hf.get(key)
+    if key in _OPTIONAL_INTS and value is None:
+      continue
+    if not (_is_int(value) and value > 0):
+      _refuse(key, value, "must be a positive integer")
+  if "rope_theta" in hf and not (
+    _is_real(hf["rope_theta"]) and hf["rope_theta"] > 0
+  ):
+    _refuse("rope_theta", hf["rope_theta"], "must be a finite number > 0")
+  eps = hf.get("rms_norm_eps", 1e-6)
+  if not (_is_real(eps) and eps >= 0):
+    _refuse("rms_norm_eps", eps, "must be a finite number >= 0")
+  for key in _BOOLS + ("use_sliding_window",):
+    if hf.get(key) is not None and not isinstance(hf[key], bool):
+      _refuse(key, hf[key], "must be true or false")
+  for key in ("bos_token_id", "eos_token_id"):
+    value = hf.get(key)
+    ids = (
+      value if isinstance(value, list) and key == "eos_token_id" else [value]
+    )
+    if value is not None and not all(_is_int(i) and i >= 0 for i in ids):
+      _refuse(key, value, "must be a token id >= 0 (eos: or a list of them)")
+  for section in ("rope_scaling", "rope_parameters"):
+    rope = hf.get(section)
+    if rope is None:
+      continue
+    if not isinstance(rope, dict):
+      _refuse(section, rope, "must be an object or null")
+    for key in _ROPE_POSITIVE + _ROPE_FINITE:
+      value = rope.get(key)
+      if value is None:
+        continue
+      positive = key in _ROPE_POSITIVE
+      if not (_is_real(value) and (value > 0 or not positive)):
+        _refuse(
+          f"{section}.{key}",
+          value,
+          "must be a finite number" + (" > 0" if positive else ""),
+        )
+    original = rope.get("original_max_position_embeddings")
+    if original is not None and not (_is_int(original) and original > 0):
+      _refuse(
+        f"{section}.original_max_position_embeddings",
+        original,
+        "must be a positive integer",
+      )
+
+
 def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
   """A `ModelConfig` from a transformers `config.json` dict."""
+  check_hf_config(hf)
   archs = hf.get("architectures") or []
   family = None
   for arch in archs:
@@ -122,7 +227,7 @@ def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
   theta, scaling = _rope_from_hf(hf)
   attention_bias = bool(hf.get("attention_bias", False))
   num_heads = hf["num_attention_heads"]
-  return ModelConfig(
+  kwargs = dict(
     family=family,
     vocab_size=hf["vocab_size"],
     hidden_size=hf["hidden_size"],
@@ -139,11 +244,15 @@ def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
     mlp_bias=bool(hf.get("mlp_bias", False)),
     qk_norm=family == "qwen3",
     tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-    max_position_embeddings=hf.get("max_position_embeddings", 4096),
+    max_position_embeddings=hf.get("max_position_embeddings") or 4096,
     bos_token_id=hf.get("bos_token_id"),
     eos_token_id=hf.get("eos_token_id"),
     dtype=dtype,
   )
+  try:
+    return ModelConfig(**kwargs)
+  except ValueError as e:
+    raise CheckpointError(f"config.json: {e}") from e
 
 
 def config_to_hf(config: ModelConfig, dtype: str = "float32") -> dict:
@@ -253,6 +362,25 @@ def hf_names(config: ModelConfig) -> Iterator[tuple[tuple, str, bool]]:
 # Reading ----------------------------------------------------------------------
 
 
+def _inside(path: str, file, index: str, tensor: str) -> str:
+  """`path/file`, refusing a file outside `path` (absolute or with `..`).
+
+  Lexical, not `realpath`: a Hugging Face cache snapshot links its files to
+  `../../blobs/`, and those links are the directory's own."""
+  if not isinstance(file, str) or not file:
+    raise CheckpointError(
+      f"{index}: weight_map[{tensor!r}]={file!r}: must be a file name"
+    )
+  root = os.path.normpath(os.path.abspath(path))
+  full = os.path.normpath(os.path.join(root, file))
+  if os.path.isabs(file) or not full.startswith(root + os.sep):
+    raise CheckpointError(
+      f"{index}: weight_map[{tensor!r}]={file!r} points outside the "
+      f"checkpoint directory {path}; only files inside it are read"
+    )
+  return full
+
+
 def _weight_files(path: str) -> dict[str, str]:
   """Tensor name -> safetensors file, refusing pickle checkpoints."""
   index = os.path.join(path, SAFETENSORS_INDEX)
@@ -261,9 +389,11 @@ def _weight_files(path: str) -> dict[str, str]:
     with open(index) as f:
       try:
         weight_map = json.load(f)["weight_map"]
-      except (json.JSONDecodeError, KeyError) as e:
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index}: not a safetensors index ({e})") from e
-    return {k: os.path.join(path, v) for k, v in weight_map.items()}
+    if not isinstance(weight_map, dict):
+      raise CheckpointError(f"{index}: weight_map must be an object")
+    return {k: _inside(path, v, index, k) for k, v in weight_map.items()}
   if os.path.exists(single):
     try:
       with safe_open(single, framework="flax") as f:
@@ -291,11 +421,31 @@ def read_hf_config(path: str) -> dict:
     raise CheckpointError(f"{path} is not a directory")
   if not os.path.exists(config_path):
     raise CheckpointError(f"{path} has no config.json")
-  with open(config_path) as f:
+  with open(config_path, encoding="utf-8") as f:
     try:
       return json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise CheckpointError(f"{config_path}: invalid JSON ({e})") from e
+
+
+class _ShapeOnlyRngs:
+  """Stands in for `nnx.Rngs` when only shapes are wanted: one fixed key.
+
+  Under `nnx.eval_shape` every `nnx.Rngs` draw updates a traced counter, and
+  flax's update inspects the tracer in a way that walks the whole trace so
+  far: building a model of L layers costs O(L^2) (128 layers took 14x the
+  time of 32). A fixed key keeps the trace linear; the values are never
+  computed anyway.
+  """
+
+  def params(self) -> jax.Array:
+    return jax.random.key(0)
+
+
+def abstract_model(config: ModelConfig) -> Transformer:
+  """The model with `jax.ShapeDtypeStruct`s for params, in time linear in
+  the number of layers."""
+  return nnx.eval_shape(lambda: Transformer(config, rngs=_ShapeOnlyRngs()))
 
 
 def load_pretrained(
@@ -319,8 +469,7 @@ def load_pretrained(
   if mesh is None:
     mesh = sharding_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
 
-  abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
-  graphdef, abstract_state = nnx.split(abstract)
+  graphdef, abstract_state = nnx.split(abstract_model(config))
   shardings = sharding_lib.state_shardings(abstract_state, mesh, rules)
   flat_shardings = dict(nnx.to_flat_state(shardings))
   flat_abstract = dict(nnx.to_flat_state(abstract_state))

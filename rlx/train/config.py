@@ -1,14 +1,20 @@
 """The experiment config: defaults, and checks that name the bad key.
 
 Config files (`experiments/configs/*.py`) start from `default_config()` and
-change what they need. `check_config` refuses unknown keys (listing the
-allowed ones), unknown algorithm / reward / task names, and batch shapes
-that do not divide by the group size or the mesh.
+change what they need. `check_config`, run before any work, refuses unknown
+keys (listing the allowed ones), numbers of the wrong type or range in
+every section, unknown algorithm / reward / task names, reward kwargs for
+rewards not weighted, a group of one sample for group-baseline algorithms,
+and batch shapes that do not divide by the group size or the mesh; it
+builds the RL and SFT `Algo`s once, so their own checks run too. Each
+message is one line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 
 import ml_collections
 
@@ -116,6 +122,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.async_checkpoints = True
   c.train.progress = True
   c.train.export = True  # HF-format export of the final policy
+  # Stop after this many consecutive update steps skipped for a non-finite
+  # loss or gradient (each one is logged).
+  c.train.max_consecutive_skips = 3
+  # Stop when one step grows the params' global norm by more than this
+  # factor (a finite but absurd update); 0 disables the check.
+  c.train.max_param_norm_growth = 2.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_prompts = 128
@@ -129,8 +141,10 @@ def _check_keys(config, schema, prefix=""):
   for key in config.keys():
     path = f"{prefix}{key}"
     if key not in schema:
+      close = difflib.get_close_matches(key, list(schema.keys()), n=1)
+      hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
       raise ConfigError(
-        f"unknown config key {path!r}; allowed keys here: "
+        f"unknown config key {path!r}{hint}; allowed keys here: "
         f"{sorted(schema.keys())}"
       )
     value, expected = config[key], schema[key]
@@ -146,17 +160,179 @@ def _check_keys(config, schema, prefix=""):
 
 def _require(ok: bool, key: str, value, allowed) -> None:
   if not ok:
+    if isinstance(value, ml_collections.ConfigDict):  # its repr is YAML
+      value = value.to_dict()
     raise ConfigError(f"config.{key}={value!r}: {allowed}")
+
+
+def _number(config, key: str, ok, allowed: str, integer: bool = False):
+  """`config.<key>` must be a finite number (an int if `integer`) for which
+  `ok(value)` holds."""
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  kinds = int if integer else (int, float)
+  valid = (
+    isinstance(value, kinds)
+    and not isinstance(value, bool)
+    and math.isfinite(value)
+    and ok(value)
+  )
+  kind = "an integer" if integer else "a finite number"
+  _require(valid, key, value, f"must be {kind} {allowed}")
+
+
+_POSITIVE_INTS = (
+  "control.eval_every",
+  "rollout.prompts_per_step",
+  "rollout.num_samples",
+  "rollout.max_new_tokens",
+  "rollout.max_prompt_len",
+  "algo.num_epochs",
+  "algo.num_minibatches",
+  "sft.batch_size",
+  "train.save_every",
+  "train.keep_checkpoints",
+  "train.max_consecutive_skips",
+  "eval.num_prompts",
+  "eval.batch_size",
+  "tokenizer.vocab_size",
+  "mesh.fsdp",
+  "mesh.tensor",
+)
+_NON_NEGATIVE_INTS = (
+  "control.warmup_steps",
+  "sft.steps",
+  "sft.warmup_steps",
+  "train.steps",
+  "train.eval_every",
+  "eval.num_samples",
+  "rollout.top_k",
+  "rollout.dynamic_sampling_max_rounds",
+  "optimizer.warmup_steps",
+)
+
+
+def _check_values(config) -> None:
+  """Types and ranges of every section's numbers, one key at a time."""
+  _number(config, "seed", lambda v: True, "(any)", integer=True)
+  for key in _POSITIVE_INTS:
+    _number(config, key, lambda v: v >= 1, ">= 1", integer=True)
+  for key in _NON_NEGATIVE_INTS:
+    _number(config, key, lambda v: v >= 0, ">= 0", integer=True)
+  _number(
+    config,
+    "mesh.data",
+    lambda v: v == -1 or v >= 1,
+    ">= 1, or -1 for all devices left",
+    integer=True,
+  )
+  ge0 = lambda v: v >= 0
+  _number(config, "rollout.temperature", ge0, ">= 0 (0: greedy)")
+  _number(config, "rollout.top_p", lambda v: 0 < v <= 1, "in (0, 1]")
+  _number(config, "rollout.min_p", lambda v: 0 <= v < 1, "in [0, 1)")
+  _number(config, "eval.temperature", ge0, ">= 0 (0: greedy)")
+  _number(config, "sft.learning_rate", ge0, ">= 0")
+  _number(config, "optimizer.learning_rate", ge0, ">= 0")
+  _number(config, "reward.timeout_s", lambda v: v > 0, "> 0 (seconds)")
+  _number(
+    config,
+    "reward.max_abs",
+    lambda v: 0 < v <= 3.4e38,
+    "in (0, 3.4e38]: the largest valid |reward value| (float32)",
+  )
+  _number(
+    config,
+    "reward.memory_limit_mb",
+    lambda v: v >= 0,
+    ">= 0: MiB the reward worker may write (0: no limit)",
+  )
+  _number(config, "control.learning_rate", ge0, ">= 0")
+  _number(
+    config,
+    "train.max_param_norm_growth",
+    lambda v: v == 0 or v > 1,
+    "> 1 (a factor), or 0 to disable the check",
+  )
+  r = config.rollout
+  buckets = r.prompt_buckets
+  _require(
+    isinstance(buckets, (tuple, list))
+    and len(buckets) > 0
+    and all(
+      isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in buckets
+    ),
+    "rollout.prompt_buckets",
+    buckets,
+    "must be a non-empty tuple of prompt lengths >= 1, e.g. (64, 128)",
+  )
+  stops = r.stop_strings
+  _require(
+    isinstance(stops, (tuple, list)) and all(isinstance(x, str) for x in stops),
+    "rollout.stop_strings",
+    stops,
+    "must be a tuple of strings",
+  )
+
+
+def _check_rewards(config) -> None:
+  from rlx import rewards
+
+  w = config.reward
+  _require(
+    len(w.weights) > 0,
+    "reward.weights",
+    dict(w.weights),
+    "must name at least one reward, e.g. {'accuracy_if_format': 1.0}",
+  )
+  known = set(rewards.BUILTIN_REWARDS) | set(w.functions.keys())
+  for name, weight in w.weights.items():
+    _require(
+      name in known,
+      f"reward.weights.{name}",
+      weight,
+      f"unknown reward {name!r}; known: {sorted(known)} (add your own in "
+      "reward.functions as name='module:function')",
+    )
+    _require(
+      isinstance(weight, (int, float))
+      and not isinstance(weight, bool)
+      and math.isfinite(weight),
+      f"reward.weights.{name}",
+      weight,
+      "must be a finite number",
+    )
+  for name, spec in w.functions.items():
+    _require(
+      isinstance(spec, str) and spec.count(":") == 1,
+      f"reward.functions.{name}",
+      spec,
+      "must be 'module:function'",
+    )
+  for name, kwargs in w.kwargs.items():
+    _require(
+      name in w.weights,
+      f"reward.kwargs.{name}",
+      kwargs,
+      f"names no reward in reward.weights {sorted(w.weights.keys())}",
+    )
+    _require(
+      isinstance(kwargs, (dict, ml_collections.ConfigDict)),
+      f"reward.kwargs.{name}",
+      kwargs,
+      "must be a dict of keyword arguments",
+    )
 
 
 def check_config(config, num_devices: int | None = None) -> None:
   """Raise `ConfigError` naming the first bad key."""
-  from rlx import algos, rewards
+  from rlx import algos
   from rlx.data import tasks
   from rlx.models import PRESETS
 
   _check_keys(config, default_config())
-  m, r, t = config.model, config.rollout, config.train
+  _check_values(config)
+  m, r = config.model, config.rollout
   if not m.checkpoint:
     _require(
       m.preset in PRESETS,
@@ -176,34 +352,7 @@ def check_config(config, num_devices: int | None = None) -> None:
     config.task.name,
     f"allowed {sorted(tasks.TASKS)}",
   )
-  known = set(rewards.BUILTIN_REWARDS) | set(config.reward.functions.keys())
-  for name, weight in config.reward.weights.items():
-    _require(
-      name in known,
-      f"reward.weights.{name}",
-      weight,
-      f"unknown reward {name!r}; known: {sorted(known)} (add your own in "
-      "reward.functions as name='module:function')",
-    )
-  for name, spec in config.reward.functions.items():
-    _require(
-      isinstance(spec, str) and spec.count(":") == 1,
-      f"reward.functions.{name}",
-      spec,
-      "must be 'module:function'",
-    )
-  _require(
-    0 < config.reward.max_abs <= 3.4e38,
-    "reward.max_abs",
-    config.reward.max_abs,
-    "the largest valid |reward value|: a number in (0, 3.4e38] (float32)",
-  )
-  _require(
-    config.reward.memory_limit_mb >= 0,
-    "reward.memory_limit_mb",
-    config.reward.memory_limit_mb,
-    "MiB the reward worker may write: >= 0 (0: no limit)",
-  )
+  _check_rewards(config)
   _require(
     r.strategy in ROLLOUT_STRATEGIES,
     "rollout.strategy",
@@ -216,32 +365,18 @@ def check_config(config, num_devices: int | None = None) -> None:
     r.overlong_prompts,
     f"allowed {OVERLONG_POLICIES}",
   )
-  for key in ("prompts_per_step", "num_samples", "max_new_tokens"):
-    _require(r[key] >= 1, f"rollout.{key}", r[key], "must be >= 1")
   _require(
     r.max_prompt_len <= max(r.prompt_buckets),
     "rollout.max_prompt_len",
     r.max_prompt_len,
     f"must be <= the largest prompt bucket ({max(r.prompt_buckets)})",
   )
-  for key in ("steps", "save_every", "keep_checkpoints"):
-    _require(
-      t[key] >= (0 if key == "steps" else 1), f"train.{key}", t[key], ">= 1"
-    )
-  _require(t.eval_every >= 0, "train.eval_every", t.eval_every, ">= 0")
-  _require(config.sft.steps >= 0, "sft.steps", config.sft.steps, ">= 0")
   if config.control.enabled:
     _require(
       config.sft.steps >= 1,
       "control.enabled",
       True,
       "the SFT control continues the SFT warm-up: needs sft.steps >= 1",
-    )
-    _require(
-      config.control.eval_every >= 1,
-      "control.eval_every",
-      config.control.eval_every,
-      ">= 1",
     )
 
   rows = r.prompts_per_step * r.num_samples
@@ -251,6 +386,21 @@ def check_config(config, num_devices: int | None = None) -> None:
     config.algo.num_minibatches,
     f"must divide the rollout batch prompts_per_step x num_samples = {rows}",
   )
+  algo = make_algo(config, config.algo.num_epochs * config.algo.num_minibatches)
+  if config.sft.steps:
+    make_sft_algo(config)
+  group = isinstance(algo.config, algos.GRPOConfig) or (
+    isinstance(algo.config, algos.ReinforceConfig)
+    and algo.config.baseline in ("group_mean", "rloo")
+  )
+  _require(
+    r.num_samples >= 2 or not group,
+    "rollout.num_samples",
+    r.num_samples,
+    f"must be >= 2 for {config.algo.name}, whose baseline is the group of "
+    "samples of a prompt (with 1, every advantage is 0)",
+  )
+
   if num_devices is not None:
     mesh = config.mesh
     fsdp_tensor = mesh.fsdp * mesh.tensor
@@ -300,7 +450,67 @@ def make_dataclass(cls, section, key: str, **extra):
   try:
     return cls(**values, **extra)
   except (TypeError, ValueError) as e:
+    message = str(e)
+    if message.startswith(f"{cls.__name__}."):  # Class.field=value: ...
+      field = message[len(cls.__name__) + 1 :]
+      raise ConfigError(f"config.{key}.{field}") from e
     raise ConfigError(f"config.{key}: {e}") from e
+
+
+def optimizer_config(config, total_steps: int, key: str, **overrides):
+  """The optimizer section with `overrides` (from section `key`, which
+  error messages name) as an `algos.OptimizerConfig`."""
+  from rlx import algos
+
+  o = dict(config.optimizer)
+  o.update(overrides)
+  if o.get("schedule") == "cosine":
+    o["total_steps"] = total_steps
+  return make_dataclass(algos.OptimizerConfig, o, key)
+
+
+def make_algo(config, updates_per_step: int):
+  """The RL `algos.Algo` of `config` (algo, optimizer and rollout)."""
+  from rlx import algos
+
+  a = config.algo
+  opt = optimizer_config(
+    config, config.train.steps * updates_per_step, "optimizer"
+  )
+  options = dict(a.options)
+  if algos.ALGORITHMS.get(a.name, (None,))[0] is algos.GRPOConfig:
+    # Dr. GRPO's normaliser is the completion budget, as in TRL.
+    options.setdefault("max_completion_length", config.rollout.max_new_tokens)
+  try:
+    return algos.make(
+      a.name,
+      optimizer=opt,
+      num_epochs=a.num_epochs,
+      num_minibatches=a.num_minibatches,
+      temperature=max(config.rollout.temperature, 1e-6)
+      if config.rollout.strategy == "sample"
+      else 1.0,
+      **options,
+    )
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.algo ({a.name}): {e}") from e
+
+
+def make_sft_algo(config):
+  """The SFT warm-up's `algos.Algo`: the optimizer section with `sft`'s
+  learning rate and warm-up, and a cosine decay over `sft.steps`."""
+  from rlx import algos
+
+  s = config.sft
+  opt = optimizer_config(
+    config,
+    s.steps,
+    "sft",
+    learning_rate=s.learning_rate,
+    warmup_steps=s.warmup_steps,
+    schedule="cosine" if s.steps > s.warmup_steps else "constant",
+  )
+  return algos.make("sft", optimizer=opt)
 
 
 def apply_variant(config, arg: str | None):

@@ -40,7 +40,13 @@ from rlx.data import tokenizer as tokenizer_lib
 from rlx.rewards import extract
 from rlx.train import checkpoint as ckpt_lib
 from rlx.train import metrics as metrics_lib
-from rlx.train.config import ConfigError, check_config, make_dataclass
+from rlx.train.config import (
+  ConfigError,
+  check_config,
+  make_algo,
+  make_sft_algo,
+  optimizer_config,
+)
 
 TASK_SYMBOLS = ("<think>", "</think>", "<answer>", "</answer>")
 
@@ -440,48 +446,6 @@ def summarise(per_prompt: dict, examples: list, prefix: str) -> dict:
 # Phases -----------------------------------------------------------------------
 
 
-def _optimizer(config, total_steps: int, **overrides) -> algos.OptimizerConfig:
-  o = dict(config.optimizer)
-  o.update(overrides)
-  if o.get("schedule") == "cosine":
-    o["total_steps"] = total_steps
-  return make_dataclass(algos.OptimizerConfig, o, "optimizer")
-
-
-def make_algo(config, updates_per_step: int) -> algos.Algo:
-  a = config.algo
-  opt = _optimizer(config, config.train.steps * updates_per_step)
-  options = dict(a.options)
-  if algos.ALGORITHMS.get(a.name, (None,))[0] is algos.GRPOConfig:
-    # Dr. GRPO's normaliser is the completion budget, as in TRL.
-    options.setdefault("max_completion_length", config.rollout.max_new_tokens)
-  try:
-    return algos.make(
-      a.name,
-      optimizer=opt,
-      num_epochs=a.num_epochs,
-      num_minibatches=a.num_minibatches,
-      temperature=max(config.rollout.temperature, 1e-6)
-      if config.rollout.strategy == "sample"
-      else 1.0,
-      **options,
-    )
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"config.algo ({a.name}): {e}") from e
-
-
-def make_sft_algo(config) -> algos.Algo:
-  s = config.sft
-  opt = _optimizer(
-    config,
-    s.steps,
-    learning_rate=s.learning_rate,
-    warmup_steps=s.warmup_steps,
-    schedule="cosine" if s.steps > s.warmup_steps else "constant",
-  )
-  return algos.make("sft", optimizer=opt)
-
-
 def _sft_batch(trainer: Trainer, examples, rng: np.random.Generator) -> dict:
   """This process's rows of a global batch of `examples`: prompt + worked
   solution (drawn with `rng` where the task's teacher can write several,
@@ -564,6 +528,63 @@ def _save_due(step: int, total: int, every: int) -> bool:
   return step % every == 0 or step == total
 
 
+class TrainingDivergedError(RuntimeError):
+  """Updates that cannot be trusted; raised before they are saved."""
+
+
+class _UpdateGuard:
+  """Reports every skipped update step; stops the run after
+  `train.max_consecutive_skips` in a row, or after one step that grows the
+  params' norm more than `train.max_param_norm_growth` times."""
+
+  def __init__(self, config, phase: str):
+    self.max_skips = config.train.max_consecutive_skips
+    self.max_growth = config.train.max_param_norm_growth
+    self.phase = phase
+    self.skips = 0
+
+  def check(self, step: int, m: dict) -> None:
+    loss, grad_norm = m.get("loss", np.nan), m.get("grad_norm", np.nan)
+    norm = m.get("param_norm", 0.0)
+    if m.get("skipped_steps"):
+      self.skips += 1
+      logging.warning(
+        "%s step %d: update skipped (%d optimizer steps): loss=%.4g, "
+        "grad_norm=%.4g are not finite; params unchanged (%d in a row)",
+        self.phase,
+        step,
+        int(m["skipped_steps"]),
+        loss,
+        grad_norm,
+        self.skips,
+      )
+      if self.skips >= self.max_skips:
+        if not np.isfinite(norm):
+          cause = "the params themselves are not finite (a damaged checkpoint?)"
+        elif not np.isfinite(loss):
+          cause = (
+            "the loss is not finite: check the rewards and advantages, or "
+            "lower the learning rate"
+          )
+        else:
+          cause = "the gradients overflow: lower the learning rate"
+        raise TrainingDivergedError(
+          f"{self.phase}: {self.skips} update steps in a row (to step "
+          f"{step}) were skipped, reaching train.max_consecutive_skips="
+          f"{self.max_skips}; likely cause: {cause}"
+        )
+    else:
+      self.skips = 0
+    growth = m.get("param_norm_growth", 1.0)
+    if self.max_growth and not growth <= self.max_growth:  # NaN too
+      raise TrainingDivergedError(
+        f"{self.phase} step {step}: one update grew the params' global norm "
+        f"{growth:.3g} times (to {norm:.3g}), more than "
+        f"train.max_param_norm_growth={self.max_growth}; stopped before "
+        "saving it. Likely cause: a learning rate far too high"
+      )
+
+
 def run_sft(trainer: Trainer, writer):
   """The SFT warm-up; returns the final params (resuming if possible)."""
   config = trainer.config
@@ -585,9 +606,10 @@ def run_control(trainer: Trainer, sft_params, writer, seconds: float):
   rounded up to a multiple of `control.eval_every` steps. Returns the
   final params."""
   c = trainer.config.control
-  opt = _optimizer(
+  opt = optimizer_config(
     trainer.config,
     0,
+    "control",
     learning_rate=c.learning_rate,
     warmup_steps=c.warmup_steps,
     schedule="constant",
@@ -665,7 +687,7 @@ def _supervised_phase(
     algo, trainer.graphdef, state, example, mesh
   )
   key = _stream(config.seed, phase)
-  pending = False
+  pending, guard = False, _UpdateGuard(config, phase)
   step = start
   while not done(step):
     step += 1
@@ -682,6 +704,7 @@ def _supervised_phase(
       record.update(bar.evaluate(trainer, state.params, step))
     writer.write(step, record, phase)
     bar.update(loss=m["loss"])
+    guard.check(step, m)
     pending |= done(step) or step % config.train.save_every == 0
     if pending and not m.get("skipped_steps"):
       ckpt.save(step, state, {"data": data.state(), "elapsed_s": elapsed})
@@ -689,6 +712,28 @@ def _supervised_phase(
   bar.close()
   ckpt.close()
   return state.params, elapsed
+
+
+def _run_sft_unless_rl_resumes(trainer: Trainer, writer):
+  """`run_sft`, or, when no SFT checkpoint can be restored but RL has
+  checkpoints of its own, the initial params for RL to resume over (unless
+  the algorithm needs the SFT policy as its reference)."""
+  try:
+    return run_sft(trainer, writer)
+  except ckpt_lib.CheckpointCorruptError as e:
+    rl_dir = os.path.join(trainer.workdir, "checkpoints", "rl")
+    if not os.path.isdir(rl_dir) or not any(
+      name.isdigit() for name in os.listdir(rl_dir)
+    ):
+      raise
+    name = trainer.config.algo.name
+    if make_algo(trainer.config, 1).needs_reference:
+      raise ckpt_lib.CheckpointCorruptError(
+        f"{e}\nRL has checkpoints in {rl_dir}, but {name} needs the SFT "
+        "policy as its reference"
+      ) from None
+    logging.warning("%s\nRL resumes from its own checkpoints in %s", e, rl_dir)
+    return trainer.initial_params
 
 
 def run_rl(trainer: Trainer, sft_params, writer):
@@ -761,7 +806,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
       **trainer.teacher_metrics(),
     }
     writer.write(0, {**record, "time/elapsed_s": 0.0}, "rl")
-  pending = False
+  pending, guard = False, _UpdateGuard(config, "rl")
   for step in range(start + 1, steps + 1):
     t0 = time.perf_counter()
     examples, prompt_tokens, prompt_mask, out, texts = _rollout(
@@ -821,6 +866,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
       record.update(bar.evaluate(trainer, state.params, step))
     writer.write(step, record, "rl")
     bar.update(reward=record["train/reward"], acc=record["train/accuracy"])
+    guard.check(step, m)
     pending |= _save_due(step, steps, config.train.save_every)
     if pending and not m.get("skipped_steps"):
       meta = {"data": data.state(), "running_mean": running_mean}
@@ -960,7 +1006,7 @@ def run(config, workdir: str) -> dict:
   try:
     sft_params = trainer.initial_params
     if config.sft.steps:
-      sft_params = run_sft(trainer, writer)
+      sft_params = _run_sft_unless_rl_resumes(trainer, writer)
     params, rl_seconds = run_rl(trainer, sft_params, writer)
     if config.control.enabled:
       # The RL state may have donated `sft_params`: restore them.
