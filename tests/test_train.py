@@ -416,7 +416,8 @@ def test_consecutive_skipped_steps_are_reported_and_stop_the_run(
 
   def poisoned(*args):
     batch = original(*args)
-    batch["rewards"] = np.full_like(batch["rewards"], np.nan)
+    # inf, not NaN: a NaN reward means unscorable (advantage 0).
+    batch["rewards"] = np.full_like(batch["rewards"], np.inf)
     return batch
 
   monkeypatch.setattr(train.loop, "_rl_batch", poisoned)
