@@ -80,8 +80,9 @@ def main(argv):
     return
   print(train.format_summary(summary))
   print(
-    f"wall time {summary['wall_s'] / 60:.1f} min; outputs (metrics.jsonl, "
-    f"summary.json, plots.png, export/) in {os.path.abspath(_WORKDIR.value)}"
+    f"wall time {summary['wall_s'] / 60:.1f} min; outputs in "
+    f"{os.path.abspath(_WORKDIR.value)} (metrics.jsonl, summary.json, "
+    "plots.png, export/)"
   )
 
 

@@ -1,4 +1,11 @@
-"""Dr. GRPO on arithmetic: no std division, sum / (G x max length) loss."""
+"""Dr. GRPO on arithmetic: no std division, sum / (G x max length) loss.
+
+The RL learning rate (3e-5, `arithmetic_base`) was measured not to damage
+the SFT model: 50 steps from the default SFT model took held-out greedy
+accuracy from 67.2% to 77.7%, on `carry` from 1.2% to 36.1%, while
+`no_carry` went from 98.8% to 97.7% (`python experiments/lr_sweep.py
+--config=experiments/configs/dr_grpo_arithmetic.py --lrs=3e-5 --steps=50`).
+"""
 
 from experiments.configs.arithmetic_base import base_config
 from rlx.train.config import apply_variant

@@ -5,6 +5,9 @@ SFT imitates a teacher that drops carries (`arithmetic_base`), then GRPO
 R1 format holds. An SFT control then continues SFT from the same model for
 the RL phase's step time, so the run shows RL against equal compute spent
 on more imitation.
+
+The RL learning rate (3e-5, `arithmetic_base`) is the one measured not to
+damage the SFT model: README, "Choosing the RL learning rate".
 """
 
 from experiments.configs.arithmetic_base import base_config
