@@ -40,7 +40,8 @@ def section_text(summary: dict, command: str, figure: str) -> str:
     f"Produced by `{command}` (wall time {summary['wall_s'] / 60:.1f} min, "
     f"`summary.json` and `metrics.jsonl` in the workdir); held-out "
     f"accuracy on {metrics.num_eval_prompts(before)} prompts, +- one "
-    "standard error:",
+    "standard error (the teacher's row: its most likely answer under "
+    "greedy, its expected accuracy under mean@k):",
     "",
     metrics.format_summary(summary, markdown=True),
     "",
