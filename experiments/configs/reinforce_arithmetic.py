@@ -1,4 +1,12 @@
-"""REINFORCE with the RLOO (leave-one-out) baseline."""
+"""REINFORCE with the RLOO (leave-one-out) baseline.
+
+The RL learning rate (3e-5, `arithmetic_base`) was measured not to damage
+the SFT model: 50 steps from the default SFT model took held-out greedy
+accuracy from 67.2% to 77.0%, on `carry` from 1.2% to 36.1%, while
+`no_carry` went from 98.8% to 96.5%, within two standard errors (`python
+experiments/lr_sweep.py --config=experiments/configs/reinforce_arithmetic.py
+--lrs=3e-5 --steps=50`).
+"""
 
 from experiments.configs.arithmetic_base import base_config
 from rlx.train.config import apply_variant
