@@ -568,6 +568,7 @@ def test_sft_control_runs_for_the_rl_step_time(tmp_path):
   # A rerun finds every phase done and changes nothing.
   again = train.run(config, workdir)
   assert again["control"] == summary["control"]
+  assert again["wall_s"] == summary["wall_s"]  # the run that trained
   assert metrics_lib.read_metrics(workdir) == records
 
 

@@ -1023,6 +1023,14 @@ def run(config, workdir: str) -> dict:
   records = metrics_lib.read_metrics(workdir)
   summary = metrics_lib.summarise_run(records)
   summary["wall_s"] = time.perf_counter() - start
+  previous = metrics_lib.read_summary(workdir)
+  if previous and {k: previous.get(k) for k in summary if k != "wall_s"} == {
+    k: v for k, v in summary.items() if k != "wall_s"
+  }:
+    # Nothing was left to train: keep the wall time of the run that did it.
+    summary["wall_s"] = previous["wall_s"]
+    if main:
+      logging.warning("%s already holds this finished run", workdir)
   if main:
     metrics_lib.plot_metrics(workdir)
     metrics_lib.write_summary(workdir, summary)
