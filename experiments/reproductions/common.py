@@ -1,0 +1,94 @@
+"""What every reproduction script shares: its flags, `results.json`, the
+figure and the README paragraph.
+
+A script defines `run(workdir, quick) -> (results, figure_path)` and
+`paragraph(results) -> str`, then calls `main(name, run, paragraph)`:
+
+  python experiments/reproductions/NAME.py --workdir=DIR [--quick] [--readme]
+
+writes DIR/results.json and DIR/NAME.png; with `--readme` (full runs only)
+it also copies the figure to docs/NAME.png and replaces the README section
+between `<!-- BEGIN NAME -->` and `<!-- END NAME -->` with the paragraph,
+the command and the figure, so that no number there is typed by hand.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+from absl import app, flags
+
+ROOT = os.path.dirname(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
+sys.path.insert(0, ROOT)
+
+from experiments import readme  # noqa: E402
+
+WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+QUICK = flags.DEFINE_bool(
+  "quick", False, "Smaller sizes, the same code path (about 2 minutes)."
+)
+README = flags.DEFINE_bool(
+  "readme", False, "Write the README section and docs/NAME.png."
+)
+
+
+def write_results(workdir: str, results: dict) -> str:
+  path = os.path.join(workdir, "results.json")
+  with open(path, "w") as f:
+    json.dump(results, f, indent=1)
+  return path
+
+
+def read_results(workdir: str) -> dict:
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def command(name: str, quick: bool, workdir: str) -> str:
+  flags_ = f" --workdir={workdir}" + (" --quick" if quick else "")
+  return f"python experiments/reproductions/{name}.py{flags_}"
+
+
+def publish(name: str, text: str, figure: str, cmd: str, wall_s: float):
+  """The README section `name`: the paragraph, the command, the figure."""
+  target = os.path.join("docs", f"{name}.png")
+  shutil.copyfile(figure, os.path.join(ROOT, target))
+  section = "\n".join(
+    [
+      text,
+      "",
+      f"Produced by `{cmd}` (wall time {wall_s / 60:.1f} min; "
+      "`results.json` in the workdir).",
+      "",
+      f"![{name}]({target})",
+    ]
+  )
+  readme.replace_section(readme.README, name, section)
+
+
+def main(name: str, run, paragraph):
+  """The script's entry point: runs, writes results.json (with the wall
+  time) and, with --readme, the README section."""
+
+  def _main(argv):
+    del argv
+    workdir = WORKDIR.value
+    os.makedirs(workdir, exist_ok=True)
+    start = time.perf_counter()
+    results, figure = run(workdir, QUICK.value)
+    results["wall_s"] = time.perf_counter() - start
+    write_results(workdir, results)
+    print(paragraph(results))
+    print(f"results: {os.path.join(workdir, 'results.json')}, figure: {figure}")
+    if README.value:
+      if QUICK.value:
+        raise SystemExit("--readme takes a full run, not --quick")
+      cmd = command(name, False, workdir)
+      publish(name, paragraph(results), figure, cmd, results["wall_s"])
+
+  flags.mark_flag_as_required("workdir")
+  app.run(_main)
