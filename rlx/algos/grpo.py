@@ -75,6 +75,9 @@ class GRPOConfig:
     without a stop (`batch['truncated']`) out of the loss (DAPO).
   sapo_temperature_pos / _neg, vespo_k_pos / _lambda_pos / _k_neg /
     _lambda_neg: the SAPO and VESPO parameters (TRL's defaults).
+  adv_eps: the advantage's denominator is std + adv_eps (TRL: 1e-4).
+  std_floor: groups whose reward std is <= this count as constant (TRL's
+    `isclose(std, 0)`, atol 1e-8): advantage exactly 0, `frac_zero_std`.
   """
 
   loss_type: str = "grpo"
@@ -97,7 +100,7 @@ class GRPOConfig:
   vespo_k_neg: float = 3.0
   vespo_lambda_neg: float = 2.0
   adv_eps: float = 1e-4
-  std_floor: float = 1e-3
+  std_floor: float = 1e-8
   entropy_coef: float = 0.0
 
   def __post_init__(self):
