@@ -48,6 +48,7 @@ NAME = "model_collapse"
 
 CONFIG = dict(
   seed=0,
+  replicates=3,  # independent runs of both arms; the curves are their mean
   # The real process: a sparse Markov chain, sequences of `length` symbols.
   num_states=12,
   num_common=3,
@@ -67,8 +68,12 @@ CONFIG = dict(
   batch_size=50,
   learning_rate=3e-3,
 )
-QUICK = dict(num_train=1000, generations=4, num_heldout=1000, epochs=6)
+QUICK = dict(
+  replicates=1, num_train=1000, generations=8, num_heldout=1000, epochs=6
+)
 
+# Histogram bins of per-token perplexity under generation 0.
+HIST_BINS = np.geomspace(1.0, 1000.0, 121)
 PAD, BOS, OFFSET = 0, 1, 2  # token ids; state s is token s + OFFSET
 ARMS = ("synthetic", "real10")
 
@@ -115,6 +120,79 @@ def measure(graphdef, params, chain, heldout, rare_KxK, possible_KxK):
   )
 
 
+def replicate(c, r, chain, heldout, rare_seq, trainer, sampler, config):
+  """One run of both arms from a fresh initialisation and fresh data:
+  per arm, each generation's measurements and the histogram of its samples'
+  perplexities under generation 0."""
+  P = chain.transition_KxK
+  rare, possible = (P > 0) & (P < c["rare_threshold"]), P > 0
+  L, n, seed = c["length"], c["num_train"], c["seed"] + r
+  _, init = nnx.split(models.init_model(config, seed))
+  graphdef = trainer.graphdef
+  steps = c["epochs"] * n // c["batch_size"]
+  prompt = np.full((n, 1), BOS, np.int32)
+
+  def sample(params, key):
+    out = sampler(params, prompt, np.ones_like(prompt, bool), key)
+    return np.concatenate([prompt, np.asarray(out.tokens)], axis=1)
+
+  def train(data, generation, arm):
+    data_seed = seed * 1000 + 100 * ARMS.index(arm) + generation
+    params, losses = trainer.fit(init, data, steps=steps, seed=data_seed)
+    return params, float(losses[-steps // c["epochs"] :].mean())
+
+  def evaluate(params, loss, real_rows, key):
+    """The generation's measurements and its `n` samples."""
+    samples = sample(params, key)
+    m = measure(graphdef, params, chain, heldout, rare, possible)
+    logp_true = true_logprob(chain, samples)
+    valid = np.isfinite(logp_true)
+    ppl0 = per_token_ppl(graphdef, gen0, samples)
+    m.update(
+      train_loss=loss,
+      real_rows=real_rows,
+      tail_mass_seq=float(np.mean(valid & (logp_true < rare_seq))),
+      sample_invalid=float(1.0 - valid.mean()),
+      sample_true_nll=float(-logp_true[valid].mean() / L),
+      sample_ppl_median=float(np.median(ppl0)),
+      sample_below_real_p1=float(np.mean(ppl0 < real_p1)),
+      sample_above_real_p99=float(np.mean(ppl0 > real_p99)),
+    )
+    return m, samples, np.histogram(ppl0, HIST_BINS)[0]
+
+  rng = np.random.default_rng([c["seed"], r])
+  key = jax.random.key(seed)
+  gen0, loss0 = train(to_tokens(chain.sample(n, L, rng)), 0, ARMS[0])
+  # The real data's own spread under generation 0, for the histograms.
+  heldout_ppl0 = per_token_ppl(graphdef, gen0, heldout)
+  real_p1, real_p99 = np.quantile(heldout_ppl0, [0.01, 0.99])
+  first = evaluate(gen0, loss0, n, jax.random.fold_in(key, 0))
+  arms, hists = {}, {}
+  for a, arm in enumerate(ARMS):
+    rows = {k: [v] for k, v in first[0].items()}
+    samples, hists[arm] = first[1], [first[2]]
+    for g in range(1, c["generations"] + 1):
+      real_rows = round(c["real_fraction"] * n) if arm == "real10" else 0
+      fresh = chain.sample(real_rows, L, np.random.default_rng([seed, a, g]))
+      data = np.concatenate([samples[: n - real_rows], to_tokens(fresh)])
+      params, loss = train(data, g, arm)
+      m, samples, hist = evaluate(
+        params, loss, real_rows, jax.random.fold_in(key, 100 * (a + 1) + g)
+      )
+      for k, v in m.items():
+        rows[k].append(v)
+      hists[arm].append(hist)
+      print(
+        f"replicate {r} {arm} gen {g}: real ppl {m['real_ppl']:.3f} kl "
+        f"{m['kl']:.3f} tail {m['tail_mass']:.4f} impossible "
+        f"{m['impossible_mass']:.4f} invalid samples "
+        f"{m['sample_invalid']:.3f}",
+        flush=True,
+      )
+    arms[arm] = rows
+  return arms, hists, np.histogram(heldout_ppl0, HIST_BINS)[0]
+
+
 def run(workdir: str, quick: bool):
   c = {**CONFIG, **(QUICK if quick else {})}
   rng = np.random.default_rng(c["seed"])
@@ -126,17 +204,21 @@ def run(workdir: str, quick: bool):
     rng=rng,
   )
   P = chain.transition_KxK
-  rare = (P > 0) & (P < c["rare_threshold"])
-  possible = P > 0
-  L, n = c["length"], c["num_train"]
+  L = c["length"]
   heldout = to_tokens(chain.sample(c["num_heldout"], L, rng))
-  true_nll = chain.entropy(L)
+  # Rare real sequences: the lowest decile of true probability.
+  heldout_logp = true_logprob(chain, heldout)
+  rare_seq = np.quantile(heldout_logp, 0.1)
   true = dict(
-    real_ppl=float(np.exp(true_nll / L)),
-    entropy=true_nll,
-    tail_mass=chain.expected_transition_mass(L, rare),
+    real_ppl=float(np.exp(chain.entropy(L) / L)),
+    entropy=chain.entropy(L),
+    tail_mass=chain.expected_transition_mass(
+      L, (P > 0) & (P < c["rare_threshold"])
+    ),
+    tail_mass_seq=float(np.mean(heldout_logp < rare_seq)),
     impossible_mass=0.0,
-    num_rare_transitions=int(rare.sum()),
+    num_rare_transitions=int(np.sum((P > 0) & (P < c["rare_threshold"]))),
+    num_impossible_transitions=int(np.sum(P == 0)),
   )
 
   config = models.preset(
@@ -147,75 +229,59 @@ def run(workdir: str, quick: bool):
     num_layers=c["num_layers"],
     max_position_embeddings=2 * (L + 1),
   )
-  graphdef, init = nnx.split(models.init_model(config, c["seed"]))
+  graphdef, params = nnx.split(models.init_model(config, c["seed"]))
   trainer = lm.LMTrainer(
     graphdef,
     algos.OptimizerConfig(learning_rate=c["learning_rate"]),
     batch_size=c["batch_size"],
+    mesh=models.make_mesh(devices=jax.devices()[:1]),
   )
-  steps = c["epochs"] * n // c["batch_size"]
   sampler = decoding.make_sampler(
-    graphdef, init, decoding.SamplingConfig(max_new_tokens=L, temperature=1.0)
+    graphdef,
+    params,
+    decoding.SamplingConfig(max_new_tokens=L, temperature=1.0),
   )
-  prompt = np.full((n, 1), BOS, np.int32)
+  runs = [
+    replicate(c, r, chain, heldout, rare_seq, trainer, sampler, config)
+    for r in range(c["replicates"])
+  ]
 
-  def sample(params, key):
-    out = sampler(params, prompt, np.ones_like(prompt, bool), key)
-    return np.concatenate([prompt, np.asarray(out.tokens)], axis=1)
-
-  def train(data, generation, arm):
-    seed = c["seed"] * 1000 + 100 * ARMS.index(arm) + generation
-    params, losses = trainer.fit(init, data, steps=steps, seed=seed)
-    return params, float(losses[-steps // c["epochs"] :].mean())
-
-  def evaluate(params, loss, real_rows, key):
-    """The generation's measurements and its `n` samples."""
-    samples = sample(params, key)
-    m = measure(graphdef, params, chain, heldout, rare, possible)
-    logp_true = true_logprob(chain, samples)
-    valid = np.isfinite(logp_true)
-    m.update(
-      train_loss=loss,
-      real_rows=real_rows,
-      sample_ppl_gen0=per_token_ppl(graphdef, gen0, samples).tolist(),
-      sample_invalid=float(1.0 - valid.mean()),
-      sample_true_nll=float(-logp_true[valid].mean() / L),
-    )
-    return m, samples
-
-  key = jax.random.key(c["seed"])
-  gen0, loss0 = train(to_tokens(chain.sample(n, L, rng)), 0, ARMS[0])
-  first, first_samples = evaluate(gen0, loss0, n, jax.random.fold_in(key, 0))
   arms = {}
-  for a, arm in enumerate(ARMS):
-    rows = {k: [v] for k, v in first.items()}
-    samples = first_samples
-    for g in range(1, c["generations"] + 1):
-      real_rows = round(c["real_fraction"] * n) if arm == "real10" else 0
-      fresh = chain.sample(
-        real_rows, L, np.random.default_rng([c["seed"], a, g])
-      )
-      data = np.concatenate([samples[: n - real_rows], to_tokens(fresh)])
-      params, loss = train(data, g, arm)
-      m, samples = evaluate(
-        params, loss, real_rows, jax.random.fold_in(key, 100 * (a + 1) + g)
-      )
-      for k, v in m.items():
-        rows[k].append(v)
-      print(
-        f"{arm} gen {g}: real ppl {m['real_ppl']:.3f} kl {m['kl']:.3f} "
-        f"tail {m['tail_mass']:.4f} impossible {m['impossible_mass']:.4f} "
-        f"invalid samples {m['sample_invalid']:.3f}",
-        flush=True,
-      )
+  for arm in ARMS:
+    per = [run_[0][arm] for run_ in runs]
+    rows = {}
+    for k in per[0]:
+      x = np.array([p[k] for p in per])  # [replicates, generations]
+      rows[k] = x.mean(axis=0).tolist()
+      rows[k + "_replicates"] = x.tolist()
+    kl = np.array(rows["kl_replicates"])
+    mc = np.array(rows.pop("kl_se_replicates"))
+    rows["kl_se_mc"] = (np.sqrt(np.sum(mc**2, axis=0)) / len(per)).tolist()
+    rows["kl_se"] = (
+      (kl.std(axis=0, ddof=1) / np.sqrt(len(per))).tolist()
+      if len(per) > 1
+      else rows["kl_se_mc"]
+    )
     arms[arm] = rows
 
   results = dict(
     generations=list(range(c["generations"] + 1)),
     arms=arms,
     true=true,
-    heldout_gen0_ppl=per_token_ppl(graphdef, gen0, heldout).tolist(),
-    config={**c, "quick": quick, "steps_per_generation": steps},
+    histograms=dict(
+      bins=HIST_BINS.tolist(),
+      real=np.sum([run_[2] for run_ in runs], axis=0).tolist(),
+      **{
+        arm: np.sum([run_[1][arm] for run_ in runs], axis=0).tolist()
+        for arm in ARMS
+      },
+    ),
+    config={
+      **c,
+      "quick": quick,
+      "steps_per_generation": c["epochs"] * c["num_train"] // c["batch_size"],
+      "num_params": config.num_params,
+    },
   )
   return results, figure(results, workdir)
 
@@ -231,38 +297,39 @@ def figure(results: dict, workdir: str) -> str:
   true = results["true"]
   fig = plt.figure(figsize=(15, 8.5))
   grid = fig.add_gridspec(2, 6)
-  all_ppl = np.concatenate(
-    [np.concatenate(arms[a]["sample_ppl_gen0"]) for a in ARMS]
-  )
-  lo, hi = np.percentile(all_ppl, 0.01), all_ppl.max()
-  bins = np.geomspace(lo, hi, 60)
+  h = results["histograms"]
+  edges = np.array(h["bins"])
+  used = np.nonzero(np.sum([np.sum(h[a], axis=0) for a in ARMS], axis=0))[0]
+  lo, hi = edges[used.min()], edges[used.max() + 1]
   cmap = plt.get_cmap("viridis")
   titles = {
     "synthetic": "(b) no real data kept",
     "real10": "(c) 10% fresh real data each generation",
   }
+
+  def density(counts):
+    counts = np.asarray(counts, np.float64)
+    return counts / counts.sum() / np.diff(edges)
+
   for i, arm in enumerate(ARMS):
     ax = fig.add_subplot(grid[0, 3 * i : 3 * i + 3])
     for g in gens:
-      ax.hist(
-        arms[arm]["sample_ppl_gen0"][g],
-        bins=bins,
-        histtype="step",
-        density=True,
+      ax.stairs(
+        density(h[arm][g]),
+        edges,
         color=cmap(g / max(gens[-1], 1)),
         label=f"generation {g}",
       )
-    ax.hist(
-      results["heldout_gen0_ppl"],
-      bins=bins,
-      histtype="step",
-      density=True,
+    ax.stairs(
+      density(h["real"]),
+      edges,
       color="red",
       linestyle="--",
       label="real data",
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
     ax.set_xlabel("per-token perplexity of a sample, under generation 0")
     ax.set_ylabel("density")
     ax.set_title(titles[arm])
@@ -276,10 +343,10 @@ def figure(results: dict, workdir: str) -> str:
     ax = fig.add_subplot(grid[1, 2 * i : 2 * i + 2])
     for arm, style in zip(ARMS, ("o-", "s-")):
       y = np.array(arms[arm][key])
-      ax.plot(gens, y, style, label=arm)
+      (line,) = ax.plot(gens, y, style, label=arm)
       if key == "kl":
         se = np.array(arms[arm]["kl_se"])
-        ax.fill_between(gens, y - se, y + se, alpha=0.2)
+        ax.fill_between(gens, y - se, y + se, alpha=0.2, color=line.get_color())
     ax.axhline(ref, color="k", linestyle="--", label="true process")
     ax.set_xlabel("generation")
     ax.set_ylabel(label)
@@ -296,10 +363,77 @@ def figure(results: dict, workdir: str) -> str:
 
 
 def paragraph(results: dict) -> str:
-  a, t = results["arms"], results["true"]
-  s, r = a["synthetic"], a["real10"]
-  last = results["generations"][-1]
-  return f"(draft) {s['real_ppl'][last]} {r['real_ppl'][last]} {t}"
+  """What the run measured, and whether it matches the paper's claims."""
+  c, t = results["config"], results["true"]
+  s, r = results["arms"]["synthetic"], results["arms"]["real10"]
+  G = results["generations"][-1]
+  late = slice(G // 2 + 1, None)  # the second half of the generations
+  mean = lambda arm, k: float(np.mean(arm[k][late]))
+  faster = s["real_ppl"][G] > r["real_ppl"][G] and s["kl"][G] > r["kl"][G]
+  faster_late = mean(s, "kl") > mean(r, "kl")
+  shrinks = mean(s, "tail_mass") < min(s["tail_mass"][0], t["tail_mass"])
+  kl = lambda arm, g: f"{arm['kl'][g]:.2f} +- {arm['kl_se'][g]:.2f}"
+  pct = lambda x: f"{100 * x:.1f}%"
+  return "\n".join(
+    [
+      f"The real data are sequences of {c['length']} symbols from a Markov "
+      f"chain over {c['num_states']} symbols whose every row has "
+      f"{c['num_common']} common successors, {c['num_rare']} rare ones (true "
+      f"probability {c['rare_range'][0]:g} to {c['rare_range'][1]:g}) and "
+      "impossible ones, so that log-likelihoods are exact: the true "
+      f"per-token perplexity is {t['real_ppl']:.3f}. Each generation is a "
+      f"{c['num_params'] / 1e3:.0f}k-parameter rlx transformer trained from "
+      f"the same initialisation on {c['num_train']} sequences for "
+      f"{c['epochs']} epochs; generation n + 1 trains on samples of "
+      "generation n (temperature 1), with, in the `real10` arm, "
+      f"{pct(c['real_fraction'])} of them replaced by fresh real sequences. "
+      f"Measured on {c['num_heldout']} held-out real sequences, generation "
+      f"0 against generation {G} (synthetic / real10):",
+      "",
+      f"- perplexity of real data: {s['real_ppl'][0]:.3f} -> "
+      f"{s['real_ppl'][G]:.3f} / {r['real_ppl'][G]:.3f};",
+      "- KL(true || model), nats per sequence, a Monte-Carlo estimate over "
+      f"the held-out sequences +- one standard error: {kl(s, 0)} -> "
+      f"{kl(s, G)} / {kl(r, G)};",
+      "- mass the model gives to the rare transitions after real contexts "
+      f"(truth {pct(t['tail_mass'])}): {pct(s['tail_mass'][0])} -> "
+      f"{pct(s['tail_mass'][G])} / {pct(r['tail_mass'][G])}, mean over "
+      f"generations {G // 2 + 1}-{G} {pct(mean(s, 'tail_mass'))} / "
+      f"{pct(mean(r, 'tail_mass'))};",
+      "- share of the model's samples that are rare real sequences (possible "
+      "and in the lowest decile of true probability; truth "
+      f"{pct(t['tail_mass_seq'])}): {pct(s['tail_mass_seq'][0])} -> "
+      f"{pct(s['tail_mass_seq'][G])} / {pct(r['tail_mass_seq'][G])};",
+      "- mass on impossible transitions: "
+      f"{pct(s['impossible_mass'][0])} -> {pct(s['impossible_mass'][G])} / "
+      f"{pct(r['impossible_mass'][G])}; samples holding an impossible "
+      f"transition: {pct(s['sample_invalid'][0])} -> "
+      f"{pct(s['sample_invalid'][G])} / {pct(r['sample_invalid'][G])};",
+      "- the histograms (samples scored by generation 0): samples above the "
+      "real data's 99th percentile of perplexity "
+      f"{pct(s['sample_above_real_p99'][0])} -> "
+      f"{pct(s['sample_above_real_p99'][G])} / "
+      f"{pct(r['sample_above_real_p99'][G])}, below its 1st percentile "
+      f"{pct(s['sample_below_real_p1'][0])} -> "
+      f"{pct(s['sample_below_real_p1'][G])} / "
+      f"{pct(r['sample_below_real_p1'][G])}.",
+      "",
+      (
+        "Real-data perplexity and KL rise faster without real data than "
+        "with 10% of it, as in the paper"
+        if faster and faster_late
+        else "Real-data perplexity and KL do NOT clearly rise faster without "
+        "real data than with 10% of it at this scale"
+      )
+      + (
+        "; the mass on the truth's rare transitions shrinks in the "
+        "synthetic arm."
+        if shrinks
+        else "; the mass on the truth's rare transitions does NOT shrink "
+        "in the synthetic arm at this scale."
+      ),
+    ]
+  )
 
 
 if __name__ == "__main__":

@@ -152,6 +152,14 @@ class LMTrainer:
     )
     self._update = None
     self._length = None
+    self._init = None
+    # One dispatch for all of a fit's step keys: eager fold_in is slow.
+    self._keys = jax.jit(
+      lambda key, n: jax.vmap(lambda i: jax.random.fold_in(key, i))(
+        jnp.arange(n)
+      ),
+      static_argnums=1,
+    )
 
   def fit(
     self,
@@ -178,9 +186,13 @@ class LMTrainer:
       raise ValueError(f"steps={steps}: must be >= 1")
     # A copy: the update donates its state, and the caller keeps `params`.
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-    state = algos.create_train_state(
-      self.graphdef, params, self.algo, self.mesh
-    )
+    if self._init is None:  # `algos.create_train_state`, compiled once
+      init = functools.partial(
+        algos.init_train_state, self.graphdef, algo=self.algo
+      )
+      shardings = algos.tree_shardings(jax.eval_shape(init, params), self.mesh)
+      self._init = jax.jit(init, out_shardings=shardings)
+    state = self._init(params)
 
     rng = np.random.default_rng(seed)
     order, pos = rng.permutation(n), 0
@@ -204,12 +216,12 @@ class LMTrainer:
         self.algo, self.graphdef, state, first, self.mesh
       )
       self._length = tokens.shape[1]
-    key = jax.random.key(seed)
+    keys = self._keys(jax.random.key(seed), steps)
     losses = []
     b = first
     for step in range(steps):
       if step:
         b = batch()
-      state, metrics = self._update(state, b, jax.random.fold_in(key, step))
+      state, metrics = self._update(state, b, keys[step])
       losses.append(metrics["loss"])
     return state.params, np.asarray(jax.device_get(losses), np.float64)
