@@ -23,8 +23,19 @@ process. For every generation:
   (a transition of true probability below `rare_threshold`), averaged over
   the held-out real contexts (the truth's value is exact);
 - impossible_mass: likewise for transitions of true probability 0;
+- tail_mass_seq: the share of the model's samples that are rare real
+  sequences (possible, and below the real data's 10% quantile of true
+  log-likelihood);
 - the per-token perplexity of each generation's own samples under the
-  generation-0 model (the paper's histograms).
+  generation-0 model (the paper's histograms), and the share of samples
+  beyond the real data's 1st and 99th percentiles of it.
+
+results.json: `arms[arm][metric]` is the mean over `replicates`
+independent runs (fresh initialisation, real data and sampling keys) per
+generation, `arms[arm][metric + "_replicates"]` each run's values; `kl_se`
+is the standard error across replicates (the Monte-Carlo one, `kl_se_mc`,
+with a single replicate); `histograms` holds the sample counts per
+generation on fixed bins; `true` the chain's exact values.
 """
 
 import os
