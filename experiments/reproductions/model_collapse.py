@@ -78,7 +78,7 @@ CONFIG = dict(
   epochs=8,
   batch_size=50,
   learning_rate=3e-3,
-  schedule="constant",  # or "cosine": to 0 at the end of a generation
+  schedule="constant",  # after a warm-up over 10% of the steps; or "cosine"
 )
 QUICK = dict(
   replicates=1, num_train=1000, generations=8, num_heldout=1000, epochs=6
