@@ -3,7 +3,9 @@ composes them as `experiments/run.py` does.
 
 - `Trainer` (trainer.py): what a run builds once from its config.
 - rollout.py: `generate`, `score`, `Rollout`, `dynamic_sampling`, `rl_batch`.
-- evaluation.py: `evaluate`, `summarise`, `sequence_logprobs`.
+- evaluation.py: `evaluate`, `summarise`, `teacher_metrics`.
+- lm.py: `sequence_logprobs`, `next_token_logprobs`, `LMTrainer` (a causal LM
+  fitted to any token rows, for density experiments).
 - phases.py: `run_sft`, `supervised_phase`, `run_rl`, `run_control`.
 - loop.py: `run(config, workdir)`; checkpoint.py, metrics.py, config.py.
 """

@@ -1,6 +1,7 @@
 """Held-out evaluation: greedy accuracy, pass@k, mean@k and maj@k, with
 standard errors, overall and per problem class; the teacher's accuracy
-where the task knows it; per-sequence log-probs and perplexities."""
+where the task knows it. (Per-sequence log-probs and perplexities of any
+token rows: `rlx.train.lm.sequence_logprobs`.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from collections import Counter
 import jax
 import numpy as np
 
-from rlx import algos
 from rlx.rewards import extract
 from rlx.train.rollout import generate, is_correct, task_fields
 from rlx.train.trainer import Trainer, stream
@@ -128,16 +128,3 @@ def summarise(per_prompt: dict, examples: list, prefix: str) -> dict:
       metrics[f"{prefix}/{group}{name}"] = float(v.mean())
       metrics[f"{prefix}/{group}{name}_se"] = float(se)
   return metrics
-
-
-def sequence_logprobs(trainer: Trainer, params, tokens, mask, completion_mask):
-  """Per-sequence log-probs of the tokens `completion_mask` marks, under
-  the model: `(sum of log-probs [B], token counts [B])`; the perplexity
-  is `exp(-sum / count)`. Rows are this process's (`Trainer.rows`)."""
-  batch = algos.host_local_to_global(
-    {"t": np.asarray(tokens, np.int32), "m": np.asarray(mask, np.int32)},
-    trainer.mesh,
-  )
-  logp = trainer.fetch(trainer.token_logprobs(params, batch["t"], batch["m"]))
-  cmask = np.asarray(completion_mask, np.float64)
-  return (logp * cmask).sum(axis=1), cmask.sum(axis=1)

@@ -10,7 +10,6 @@ With one process this is the single-host case.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlx import algos, decoding, models, rewards
+from rlx import decoding, models, rewards
 from rlx.data import tasks as tasks_lib
 from rlx.data import tokenizer as tokenizer_lib
 from rlx.train import checkpoint as ckpt_lib
@@ -235,11 +234,6 @@ class Trainer:
       k: float(v.sum() if k.startswith("reward_failures/") else v.mean())
       for k, v in zip(keys, values.T)
     }
-
-  @functools.cached_property
-  def token_logprobs(self):
-    """Compiled `(params, tokens, mask) -> per-token log-probs [B, T]`."""
-    return jax.jit(functools.partial(algos.token_logprobs, self.graphdef))
 
   # Decoders -------------------------------------------------------------------
 
