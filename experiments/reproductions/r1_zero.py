@@ -42,7 +42,7 @@ TAGGED_SHARE = 0.2  # of the pretraining documents
 SAMPLES = 4  # completions shown from before and after RL
 # R1-Zero's template: the instruction, then the problem for the model to
 # continue from (the base model has seen problems, never the instruction).
-TEMPLATE = "Reply <think>...</think><answer>...</answer>. {expression}=?"
+TEMPLATE = "Reply <think>...</think><answer>...</answer>: {expression}=?"
 STEP = re.compile(r"\d+[+-]\d+=-?\d+")  # one worked step, as `7+8=15`
 
 
@@ -53,7 +53,7 @@ def get_config(quick: bool):
     c.task.options, template=TEMPLATE, teacher="exact", teacher_rate=0.0
   )
   c.tokenizer.vocab_size = 160
-  c.sft.steps = 250 if quick else 450  # the base model's pretraining
+  c.sft.steps = 300 if quick else 900  # the base model's pretraining
   c.rollout.max_new_tokens = 40
   c.rollout.max_prompt_len = 48
   c.reward.weights = dict(accuracy=1.0, format=0.5)
@@ -78,7 +78,7 @@ def pretraining_corpus(examples, rng: np.random.Generator) -> list[dict]:
       body = f"<think>{steps}</think><answer>{ex['answer']}</answer>"
     else:
       body = f"{steps}. So the answer is {ex['answer']}."
-    docs.append({"prompt": "", "solution": f"{ex['expression']}=? {body}"})
+    docs.append({"prompt": "", "solution": f"{ex['expression']}=?{body}"})
   return docs
 
 
