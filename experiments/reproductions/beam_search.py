@@ -20,7 +20,8 @@ Data -> SFT -> decode -> RL twice -> figure:
    the loop builds them (`rollout.strategy="beam"`: HF's default length
    penalty 1) against 8 samples: distinct answers per group, groups with
    both a right and a wrong answer (the only ones with a GRPO gradient),
-   and the share of right answers in a group.
+   and the share of right answers in a group; the same again from each
+   policy after RL.
 4. GRPO from the same SFT checkpoint with sampling rollouts and with beam
    rollouts, the same steps and settings otherwise (the default run's):
    training reward and held-out accuracy (greedy, and mean@4, the
@@ -56,10 +57,10 @@ BEAMS = (2, 4, 8)
 BUDGET = 8  # samples of the majority vote; the largest beam
 DECODE_LENGTH_PENALTY = 0.0  # rank beams by the summed log-prob
 # Full run: the default run's SFT and 100 GRPO steps. Quick: the same code
-# path, a shorter SFT (a weaker model) and 8 RL steps.
+# path, a shorter SFT (a much weaker model) and 4 RL steps.
 SIZES = {
   False: dict(sft_steps=450, rl_steps=100, eval_every=10, prompts=256),
-  True: dict(sft_steps=200, rl_steps=8, eval_every=4, prompts=64),
+  True: dict(sft_steps=100, rl_steps=4, eval_every=2, prompts=32),
 }
 STRATEGIES = ("sampling", "beam")  # results name -> rollout.strategy below
 _ROLLOUT = {"sampling": "sample", "beam": "beam"}
@@ -268,15 +269,20 @@ def compare_decoders(dec: Decoders, config) -> tuple[dict, dict]:
   out[f"sample_maj{BUDGET}"] = decoder_record(
     dec, samples, dec.vote_correct(samples)
   )
-  # The rollout groups of the RL loop, as it decodes them.
+  return out, rollout_groups(dec, config)
+
+
+def rollout_groups(dec: Decoders, config) -> dict:
+  """The RL loop's rollout groups of the held-out prompts, decoded as the
+  loop decodes them (beams: HF's default length penalty 1; samples: the
+  rollout temperature and stop strings)."""
   g = config.rollout.num_samples
-  groups = {
+  return {
     "beam": group_stats(dec, dec.beam(g, 1.0)),
     "sampling": group_stats(
       dec, dec.sample(g, config.rollout.temperature, True, seed=config.seed)
     ),
   }
-  return out, groups
 
 
 # 4. RL with each rollout strategy --------------------------------------------
@@ -293,7 +299,6 @@ def run_rl(config, sft_dir: str, workdir: str, strategy: str, quick: bool):
   config.rollout.strategy = _ROLLOUT[strategy]
   config.train.steps = size["rl_steps"]
   config.train.eval_every = size["eval_every"]
-  config.train.export = False
   summary = train.run(config, workdir)
   records = [r for r in metrics.read_metrics(workdir) if r["phase"] == "rl"]
   evals = [r for r in records if "eval/accuracy" in r]
@@ -313,6 +318,10 @@ def run_rl(config, sft_dir: str, workdir: str, strategy: str, quick: bool):
     "frac_zero_std": curve(steps, "update/frac_zero_std"),
     "response_length": curve(steps, "train/response_length"),
     "rl_step_time_s": float(records[-1]["time/elapsed_s"]),
+    "groups_after": rollout_groups(
+      Decoders(os.path.join(workdir, "export"), config, size["prompts"]),
+      config,
+    ),
     "after": {
       key: v for key, v in summary["after"].items() if key.startswith("eval/")
     },
@@ -567,14 +576,25 @@ def paragraph(r: dict) -> str:
     f"{_pct(final(rb, 'carry_accuracy'))}, mean@{k} "
     f"{_pct(final(rb, f'mean@{k}'))}): beam rollouts {verdict} "
     f"({_points(d_acc)} greedy, {_points(d_mean)} mean@{k}; one seed each, "
-    f"standard error {_pct(d_se)}). Groups whose rewards were all equal "
-    f"(no gradient): {_pct(zero(rs))} of sampled groups and "
-    f"{_pct(zero(rb))} of beam groups on average. A beam group is the "
-    f"model's {g} likeliest completions, not draws from it, so its mean "
-    "reward in panel (c) is no estimate of the policy's reward and the "
-    "GRPO gradient on it is biased: it only re-ranks what the model "
-    "already finds likely, and as the policy sharpens the beams stay "
-    "distinct where the samples would repeat one answer."
+    f"standard error {_pct(d_se)}). Training groups whose rewards were all "
+    f"equal (no gradient): {_pct(zero(rs))} of the sampled groups and "
+    f"{_pct(zero(rb))} of the beam groups, averaged over the steps."
+  )
+  sa, ba = rs["groups_after"]["sampling"], rb["groups_after"]["beam"]
+  why = (
+    "Diversity within the group, after RL, each policy's own rollouts of "
+    f"the held-out prompts: sampled groups of the sampling-trained policy "
+    f"hold {sa['distinct_answers']:.2f} distinct answers, "
+    f"{_pct(sa['mixed_groups'])} of them mixed, "
+    f"{_pct(sa['share_correct'])} right; beam groups of the beam-trained "
+    f"policy {ba['distinct_answers']:.2f} distinct answers, "
+    f"{_pct(ba['mixed_groups'])} mixed, {_pct(ba['share_correct'])} right. "
+    f"A beam group is the model's {g} likeliest completions, distinct by "
+    "construction, not draws from it: it keeps wrong alternatives in every "
+    "group however unlikely they become, its mean reward (panel c) is no "
+    "estimate of the policy's reward, and GRPO's advantage on it weights "
+    "completions by rank, not by how often the policy would write them, so "
+    "the update is not the policy gradient that sampling estimates."
   )
   how = (
     f"Held-out prompts: {n}. Every decoder stops at EOS; beam search ranks "
@@ -587,7 +607,7 @@ def paragraph(r: dict) -> str:
     "rollout groups use the loop's beam search (length_penalty 1)."
   )
   return "\n\n".join(
-    ["\n".join(rows), claim + " " + likelihood, group, rlp, how]
+    ["\n".join(rows), claim + " " + likelihood, group, rlp, why, how]
   )
 
 
