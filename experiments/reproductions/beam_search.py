@@ -514,29 +514,50 @@ def paragraph(r: dict) -> str:
     else "The claim does not hold here: the mean sequence log-probability "
     f"decreases from {' and '.join(f'{a} to {b}' for a, b in drops)} ("
   )
+  claim += " -> ".join(f"{b} {x:.3f}" for b, x in zip(beams, lps)) + " nats)."
   claim += (
-    " -> ".join(f"{b} {x:.3f}" for b, x in zip(beams, lps))
-    + f" nats). Beam search is no exact search: on at most {_pct(worse)} "
-    "of the prompts a wider beam ends on a less likely completion than the "
-    "next narrower one."
+    " Beam search is no exact search, yet no wider beam ended on a less "
+    "likely completion than the next narrower one on any prompt."
+    if worse == 0
+    else " Beam search is no exact search: on up to "
+    f"{_pct(worse)} of the prompts a wider beam ended on a less likely "
+    "completion than the next narrower one."
   )
+  wide = f"beam{BUDGET}"
   best = max(beams, key=lambda b: dec[b]["accuracy"])
-  gain = dec[f"beam{BUDGET}"]["accuracy"] - dec["greedy"]["accuracy"]
-  se = max(dec[f"beam{BUDGET}"]["accuracy_se"], dec["greedy"]["accuracy_se"])
-  vote = dec[vote_name]["accuracy"] - dec["greedy"]["accuracy"]
+  gain = dec[wide]["accuracy"] - dec["greedy"]["accuracy"]
+  se = max(dec[wide]["accuracy_se"], dec["greedy"]["accuracy_se"])
+  carry = lambda name: dec[name].get("carry/accuracy", float("nan"))
+  lead = (
+    "The likelier completions are also more accurate"
+    if gain >= 2 * se
+    else "The likelier completions are less accurate"
+    if gain <= -2 * se
+    else "The likelier completions are not measurably more accurate"
+  )
   likelihood = (
-    f"More likely is not more correct in the same measure: beam{BUDGET} "
-    f"against greedy is {_points(gain)} of accuracy "
-    f"({'within' if abs(gain) < 2 * se else 'beyond'} two standard errors, "
-    f"{_pct(se)}); the most accurate of the searches is {best}. The SFT "
-    "model learned a teacher whose most likely answer to a carry problem "
-    "drops the carry, so the likelier completion there is the wrong one "
-    f"(carry accuracy greedy {_pct(dec['greedy'].get('carry/accuracy', 0))}"
-    f", beam{BUDGET} "
-    f"{_pct(dec[f'beam{BUDGET}'].get('carry/accuracy', 0))}). A majority "
-    f"vote over {BUDGET} samples (the same budget) is {_points(vote)} "
-    "against greedy: it votes for the answer the model puts most "
-    "probability on, which on carry problems is the same wrong one."
+    f"{lead}: {wide} against greedy is {_points(gain)} of accuracy "
+    f"({'within' if abs(gain) < 2 * se else 'beyond'} two standard errors "
+    f"of {_pct(se)}); the most accurate search is {best}. On the carry "
+    "problems, where the teacher's most likely answer drops the carry, "
+    f"greedy gets {_pct(carry('greedy'))} and {wide} {_pct(carry(wide))}"
+  )
+  likelihood += (
+    ": the search returns what the SFT model finds likeliest, and there "
+    "that is the teacher's mistake."
+    if carry(wide) <= carry("greedy") + 0.05
+    else "."
+  )
+  vote = dec[vote_name]["accuracy"] - dec["greedy"]["accuracy"]
+  likelihood += (
+    f" A majority vote over {BUDGET} samples (the same budget) is "
+    f"{_points(vote)} against greedy (carry {_pct(carry(vote_name))})"
+  )
+  likelihood += (
+    ": it elects the answer the model puts most probability on, on carry "
+    "problems the same wrong one."
+    if carry(vote_name) <= carry("greedy") + 0.05
+    else "."
   )
   gb, gs = groups["beam"], groups["sampling"]
   group = (
