@@ -66,6 +66,7 @@ def _results(logprobs):
     "mean_token_logprob": lp / 10,
     "mean_length": 10.0,
     "share_below_narrower": 0.0,
+    "share_above_narrower": 0.5,
     "carry/accuracy": 0.1,
     "no_carry/accuracy": 0.9,
   }

@@ -523,6 +523,19 @@ def paragraph(r: dict) -> str:
     f"{_pct(worse)} of the prompts a wider beam ended on a less likely "
     "completion than the next narrower one."
   )
+  same = [
+    f"beam{b}"
+    for b in BEAMS[1:]
+    if dec[f"beam{b}"]["share_above_narrower"] == 0
+  ]
+  if same:
+    claim += (
+      f" With {' and '.join(b[4:] for b in same)} beams no prompt got a "
+      "likelier completion than with the next narrower beam: the SFT model "
+      "is peaked (8 samples "
+      f"hold {groups['sampling']['distinct_completions']:.2f} distinct "
+      "completions on average)."
+    )
   wide = f"beam{BUDGET}"
   best = max(beams, key=lambda b: dec[b]["accuracy"])
   gain = dec[wide]["accuracy"] - dec["greedy"]["accuracy"]
@@ -560,30 +573,28 @@ def paragraph(r: dict) -> str:
     else "."
   )
   gb, gs = groups["beam"], groups["sampling"]
-  group = (
-    f"The rollout groups the SFT model gives GRPO ({g} per prompt): beam "
-    f"groups hold {gb['distinct_completions']:.2f} distinct completions "
-    f"and {gb['distinct_answers']:.2f} distinct answers, sampled groups "
-    f"{gs['distinct_completions']:.2f} and {gs['distinct_answers']:.2f}; "
-    f"{_pct(gb['mixed_groups'])} of beam groups and "
-    f"{_pct(gs['mixed_groups'])} of sampled groups hold both a right and a "
-    "wrong answer (only those give GRPO a gradient); the right share of a "
-    f"group is {_pct(gb['share_correct'])} for beams and "
-    f"{_pct(gs['share_correct'])} for samples; their mean sequence "
-    f"log-probs {gb['mean_logprob']:.3f} and {gs['mean_logprob']:.3f}."
-  )
   rs, rb = rl["sampling"], rl["beam"]
   steps = rs["eval_steps"][-1]
   final = lambda x, key: x[key][-1]
   d_acc = final(rb, "accuracy") - final(rs, "accuracy")
-  d_se = max(final(rb, "accuracy_se"), final(rs, "accuracy_se"))
+  d_se = float(np.hypot(final(rb, "accuracy_se"), final(rs, "accuracy_se")))
   d_mean = final(rb, f"mean@{k}") - final(rs, f"mean@{k}")
   verdict = (
-    "help"
+    "end higher"
     if d_acc > 2 * d_se
-    else "hurt"
+    else "end lower"
     if d_acc < -2 * d_se
-    else "neither help nor hurt beyond two standard errors"
+    else "end level within two standard errors"
+  )
+  gaps = np.asarray(rb["accuracy"]) - np.asarray(rs["accuracy"])
+  i = int(np.argmax(np.abs(gaps)))
+  se_i = float(np.hypot(rb["accuracy_se"][i], rs["accuracy_se"][i]))
+  pace = (
+    "slower"
+    if gaps[i] < -2 * se_i
+    else "faster"
+    if gaps[i] > 2 * se_i
+    else "at the same pace, within two standard errors"
   )
   zero = lambda x: float(np.nanmean(x["frac_zero_std"]))
   rlp = (
@@ -595,27 +606,38 @@ def paragraph(r: dict) -> str:
     f"{_pct(rs[f'mean@{k}'][0])} -> {_pct(final(rs, f'mean@{k}'))}), with "
     f"beam rollouts to {_pct(final(rb, 'accuracy'))} (carry "
     f"{_pct(final(rb, 'carry_accuracy'))}, mean@{k} "
-    f"{_pct(final(rb, f'mean@{k}'))}): beam rollouts {verdict} "
+    f"{_pct(final(rb, f'mean@{k}'))}). Beam rollouts {verdict} "
     f"({_points(d_acc)} greedy, {_points(d_mean)} mean@{k}; one seed each, "
-    f"standard error {_pct(d_se)}). Training groups whose rewards were all "
-    f"equal (no gradient): {_pct(zero(rs))} of the sampled groups and "
-    f"{_pct(zero(rb))} of the beam groups, averaged over the steps."
+    f"standard error of the difference {_pct(d_se)}) and learn {pace}: "
+    f"the curves are furthest apart at step {rs['eval_steps'][i]}, sampling "
+    f"{_pct(rs['accuracy'][i])} against beam {_pct(rb['accuracy'][i])} "
+    f"({_points(gaps[i])}, {abs(gaps[i]) / max(se_i, 1e-9):.1f} standard "
+    "errors)."
   )
   sa, ba = rs["groups_after"]["sampling"], rb["groups_after"]["beam"]
   why = (
-    "Diversity within the group, after RL, each policy's own rollouts of "
-    f"the held-out prompts: sampled groups of the sampling-trained policy "
-    f"hold {sa['distinct_answers']:.2f} distinct answers, "
-    f"{_pct(sa['mixed_groups'])} of them mixed, "
-    f"{_pct(sa['share_correct'])} right; beam groups of the beam-trained "
-    f"policy {ba['distinct_answers']:.2f} distinct answers, "
-    f"{_pct(ba['mixed_groups'])} mixed, {_pct(ba['share_correct'])} right. "
-    f"A beam group is the model's {g} likeliest completions, distinct by "
-    "construction, not draws from it: it keeps wrong alternatives in every "
-    "group however unlikely they become, its mean reward (panel c) is no "
-    "estimate of the policy's reward, and GRPO's advantage on it weights "
-    "completions by rank, not by how often the policy would write them, so "
-    "the update is not the policy gradient that sampling estimates."
+    "Why: diversity within the group. A beam group is the model's "
+    f"{g} likeliest completions, distinct by construction, not draws from "
+    f"it. From the SFT model beam groups hold {gb['distinct_answers']:.2f} "
+    f"distinct answers against {gs['distinct_answers']:.2f} for sampled "
+    f"groups, so {_pct(gb['mixed_groups'])} of beam groups carry a GRPO "
+    f"gradient against {_pct(gs['mixed_groups'])} (in training, groups with "
+    f"equal rewards: {_pct(zero(rb))} of beam groups, {_pct(zero(rs))} of "
+    "sampled ones, averaged over the steps). But that diversity is not the "
+    f"policy's: the members of a beam group have a mean log-prob of "
+    f"{gb['mean_logprob']:.2f} nats against {gs['mean_logprob']:.2f} for "
+    f"samples, and only {_pct(gb['share_correct'])} of them are right "
+    f"against {_pct(gs['share_correct'])}; after RL still "
+    f"{ba['distinct_answers']:.2f} distinct answers and "
+    f"{_pct(ba['share_correct'])} right in the beam-trained policy's beam "
+    f"groups, against {sa['distinct_answers']:.2f} and "
+    f"{_pct(sa['share_correct'])} in the sampling-trained policy's samples. "
+    "GRPO's advantage on a beam group weights completions by their rank "
+    "among the beams, not by how often the policy writes them, so the "
+    "update is a biased stand-in for the policy gradient that sampling "
+    "estimates: much of it pushes down wrong completions the policy "
+    "seldom writes. The group's mean reward (panel c) is no estimate of "
+    "the policy's reward either."
   )
   how = (
     f"Held-out prompts: {n}. Every decoder stops at EOS; beam search ranks "
@@ -628,7 +650,7 @@ def paragraph(r: dict) -> str:
     "rollout groups use the loop's beam search (length_penalty 1)."
   )
   return "\n\n".join(
-    ["\n".join(rows), claim + " " + likelihood, group, rlp, why, how]
+    ["\n".join(rows), claim + " " + likelihood, rlp + " " + why, how]
   )
 
 
