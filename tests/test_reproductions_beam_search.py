@@ -16,13 +16,20 @@ DECODERS = ("greedy", "beam2", "beam4", "beam8", "sample_maj8")
 
 @pytest.mark.slow
 def test_quick_run_wider_beams_find_likelier_completions(tmp_path):
-  """`--quick` (SFT 100 steps, 32 held-out prompts, GRPO 4 steps with each
+  """`--quick` (SFT 150 steps, 32 held-out prompts, GRPO 4 steps with each
   rollout strategy) writes results.json with the issue's field names, and
   the claim holds: the mean sequence log-prob of the returned completion
   does not decrease from greedy to 2, 4 and 8 beams. It fails if a wider
   beam returns less likely completions on average (a beam that drops its
   best hypothesis, or ranking by anything but the summed log-prob), or if
-  the decoders' own log-probs disagree with a teacher-forced pass."""
+  the decoders' own log-probs disagree with a teacher-forced pass.
+
+  It can fail for a real reason too: beam search is no exact search. With
+  SFT cut to 100 steps (a 3%-accurate model) it did: on `9+6+9=` two beams
+  pruned the greedy path and ended in `<answer>11111</answer>`, 6.1 nats
+  below greedy, and beam2's mean over 32 prompts fell 0.17 nats below
+  greedy's. At 150 steps (32 prompts) and 200 (64) the claim held, as in
+  the full run (450 steps, 256 prompts)."""
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.run(
     [sys.executable, SCRIPT, f"--workdir={tmp_path}", "--quick"],
