@@ -28,7 +28,6 @@ Data -> SFT -> decode -> RL twice -> figure:
    sampled accuracy that RL maximises) along the way.
 """
 
-import functools
 import os
 import shutil
 import sys
@@ -48,9 +47,9 @@ sys.path.insert(
 
 from experiments.configs import grpo_arithmetic  # noqa: E402
 from experiments.reproductions import common  # noqa: E402
-from rlx import algos, data, decoding, models, rewards, train  # noqa: E402
+from rlx import data, decoding, models, rewards, train  # noqa: E402
 from rlx.rewards import vote  # noqa: E402
-from rlx.train import metrics  # noqa: E402
+from rlx.train import lm, metrics  # noqa: E402
 
 NAME = "beam_search"
 BEAMS = (2, 4, 8)
@@ -124,9 +123,6 @@ class Decoders:
     self.stops = tuple(
       tuple(self.tok.encode(s)) for s in config.rollout.stop_strings if s
     )
-    self._logprobs = jax.jit(
-      functools.partial(algos.token_logprobs, self.graphdef, chunk_size=None)
-    )
 
   def beam(self, k: int, length_penalty: float):
     cfg = decoding.BeamConfig(
@@ -166,15 +162,15 @@ class Decoders:
     ]
     fields = data.collate_fields(self.examples, self.reward_fields, n)
     # The model's own log-prob of each completion, teacher-forced.
-    p = self.prompt_tokens.shape[1]
+    prompt_mask = np.repeat(self.prompt_mask, n, 0)
     tokens = np.concatenate(
       [np.repeat(self.prompt_tokens, n, 0), out.tokens.astype(np.int32)], 1
     )
-    mask = np.concatenate(
-      [np.repeat(self.prompt_mask, n, 0), out.mask.astype(np.int32)], 1
+    mask = np.concatenate([prompt_mask, out.mask.astype(np.int32)], 1)
+    scored = np.concatenate([np.zeros_like(prompt_mask), out.mask], 1)
+    seq, _ = lm.sequence_logprobs(
+      self.graphdef, self.params, tokens, mask, scored_NxT=scored.astype(bool)
     )
-    logp = np.asarray(self._logprobs(self.params, tokens, mask))[:, p:]
-    seq = np.where(out.mask, logp, 0.0).sum(1)
     # The decoder's own bookkeeping must agree with the forward pass.
     decoder_seq = np.where(out.mask, out.raw_logprobs, 0.0).sum(1)
     return dict(
