@@ -5,29 +5,19 @@ token rows: `rlx.train.lm.sequence_logprobs`.)"""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import jax
 import numpy as np
 
-from rlx.rewards import extract
+from rlx.rewards import vote
 from rlx.train.rollout import generate, is_correct, task_fields
 from rlx.train.trainer import Trainer, stream
 
 
 def majority_correct(completions_k, fields_one) -> bool:
   """maj@k: the most common extracted answer is correct."""
-  answers = [extract.extract_answer(c) for c in completions_k]
-  keys = []
-  for a in answers:
-    if a is None:
-      continue
-    canon = extract.canonical_answer(a)
-    keys.append((a, str(canon) if canon is not None else a.strip()))
-  if not keys:
+  answer = vote.majority_answer(completions_k)
+  if answer is None:
     return False
-  top = Counter(k for _, k in keys).most_common(1)[0][0]
-  answer = next(a for a, k in keys if k == top)
   return bool(is_correct([f"<answer>{answer}</answer>"], fields_one)[0])
 
 
