@@ -139,6 +139,8 @@ def test_grpo_your_model_runs_on_a_hf_checkpoint(tmp_path, monkeypatch):
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   rl = [r for r in records if r["phase"] == "rl" and "train/reward" in r]
   assert len(rl) == 3
-  # The user's reward ran in the worker on every sample (none unscored).
-  assert all(r.get("train/reward_failures/mine", 0) == 0 for r in rl)
+  # The user's reward ran in the worker on every sample (none unscored);
+  # metrics name it by its module:function.
+  key = "train/reward_failures/my_reward:reward"
+  assert all(r[key] == 0 and "train/reward/my_reward:reward" in r for r in rl)
   assert "same tokens: True" in text  # HF reads the export as rlx does
