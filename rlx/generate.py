@@ -283,9 +283,9 @@ def _warn_unknown(tok, prompts: list[str]) -> None:
     if unknown:
       print(
         f"warning: prompt {i} has characters the tokenizer does not know: "
-        f"{''.join(unknown)!r}; each run of them becomes one <unk> token, "
-        "which the model never saw in training, so expect noise. Use the "
-        "prompt format the model was trained on.",
+        f"{' '.join(map(repr, unknown))}; each run of them becomes one <unk> "
+        "token, which the model never saw in training, so expect noise. Use "
+        "the prompt format the model was trained on.",
         file=sys.stderr,
       )
 
