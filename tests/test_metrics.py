@@ -55,3 +55,16 @@ def test_plot_has_the_run_name(tmp_path, monkeypatch):
   assert os.path.getsize(out) > 1000 and titles == ["my_run"]
   metrics.plot_metrics(str(workdir), title="lr 3e-5")
   assert titles[-1] == "lr 3e-5"
+
+
+def test_summary_table_says_before_rl_when_there_was_no_sft(tmp_path):
+  _write_run(tmp_path / "sft", kl=False)
+  summary = metrics.summarise_run(metrics.read_metrics(tmp_path / "sft"))
+  assert "no_sft" not in summary
+  assert "after SFT" in metrics.format_summary(summary)
+  records = [
+    r for r in metrics.read_metrics(tmp_path / "sft") if r["phase"] == "rl"
+  ]
+  summary = metrics.summarise_run(records)
+  table = metrics.format_summary(summary)
+  assert summary["no_sft"] and "before RL" in table and "SFT" not in table

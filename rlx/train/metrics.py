@@ -208,11 +208,15 @@ def plot_panels(records: list[dict]) -> list[tuple]:
 def summarise_run(records: list[dict]) -> dict:
   """The held-out evaluations that sum a run up: `before` (after SFT, with
   the teacher's metrics), `after` (the last RL evaluation) and `control`
-  (the last evaluation of the SFT control), where the run has them."""
+  (the last evaluation of the SFT control), where the run has them;
+  `no_sft: True` when there was no SFT phase (`before` is then the initial
+  model)."""
   rl, control = _eval_records(records, "rl"), _eval_records(records, "control")
   summary = {}
   if rl:
     summary.update(before=rl[0], after=rl[-1])
+    if not any(r.get("phase") == "sft" for r in records):
+      summary["no_sft"] = True
   if control:
     summary["control"] = control[-1]
   return summary
@@ -260,7 +264,8 @@ def format_summary(summary: dict, markdown: bool = False) -> str:
     names = ["majority_accuracy", *(f"{c}/majority_accuracy" for c in cats)]
     names += ["accuracy"] if k else []
     rows.append(["teacher", *(cell(before, "teacher", n) for n in names)])
-  rows.append(["after SFT", *(cell(before, "eval", n) for n in columns)])
+  start = "before RL" if summary.get("no_sft") else "after SFT"
+  rows.append([start, *(cell(before, "eval", n) for n in columns)])
   for label, key in (("after RL", "after"), ("SFT control", "control")):
     if key in summary:
       r = summary[key]
