@@ -30,7 +30,13 @@ setuptools.setup(
       "ruff",
       "transformers",
       "torch==2.13.0",
+      # tests/test_notebooks.py executes notebooks/*.ipynb
+      "nbclient",
+      "nbformat",
+      "ipykernel",
     ],
+    # `tensorboard --logdir=WORKDIR/tensorboard` (README, TensorBoard)
+    "tensorboard": ["tensorboard"],
   },
   entry_points={
     "console_scripts": ["rlx-generate=rlx.generate:main"],

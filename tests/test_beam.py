@@ -76,10 +76,12 @@ def test_beam_matches_hf(qwen2, eos, k, length_penalty, early_stopping, r):
   # EOS is reachable (a length penalty of 2 favours the longest).
   assert ends_eos.any() or length_penalty > 1
   np.testing.assert_allclose(
-    out.scores, ref.sequences_scores.numpy(), rtol=1e-5, atol=1e-4
+    out.beam_scores, ref.sequences_scores.numpy(), rtol=1e-5, atol=1e-4
   )
   # Scores are the length-penalised sums of the returned log-probs.
   total = out.raw_logprobs.sum(1)
+  np.testing.assert_allclose(out.sum_logprobs, total, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(
-    out.scores, total / out.lengths**length_penalty, rtol=1e-5, atol=1e-4
+    out.beam_scores, total / out.lengths**length_penalty, rtol=1e-5, atol=1e-4
   )
+  assert out.sampling_logprobs is None

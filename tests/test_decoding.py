@@ -65,7 +65,8 @@ def test_greedy_matches_hf(hf_pair):
   lp = np.take_along_axis(np.asarray(lp), full[:, tokens.shape[1] :, None], 2)
   lp = np.where(np.asarray(out.mask), lp[..., 0], 0.0)
   np.testing.assert_allclose(out.raw_logprobs, lp, atol=2e-4)
-  np.testing.assert_array_equal(np.asarray(out.logprobs), 0.0)
+  np.testing.assert_allclose(out.sum_logprobs, lp.sum(1), atol=1e-3)
+  assert out.sampling_logprobs is None and out.beam_scores is None
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_top_k_1_equals_greedy_and_no_recompile(tiny):
   run = dec.make_sampler(graphdef, params, top1)
   s = run(params, tokens, mask, jax.random.key(3))
   np.testing.assert_array_equal(s.tokens, np.repeat(g.tokens, 2, axis=0))
-  np.testing.assert_allclose(s.logprobs, 0.0, atol=1e-6)
+  np.testing.assert_allclose(s.sampling_logprobs, 0.0, atol=1e-6)
   np.testing.assert_allclose(
     s.raw_logprobs, np.repeat(g.raw_logprobs, 2, axis=0), atol=1e-5
   )
@@ -172,7 +173,9 @@ def test_filters_match_numpy(kw):
   assert ok.all()
   assert allowed.sum(-1).min() >= 1 and (allowed.sum(-1) < v).all()
   np.testing.assert_allclose(
-    out.logprobs, np.log(probs[rows[:, None], out.tokens]), atol=1e-5
+    out.sampling_logprobs,
+    np.log(probs[rows[:, None], out.tokens]),
+    atol=1e-5,
   )
   np.testing.assert_allclose(
     out.raw_logprobs,
@@ -278,8 +281,18 @@ def test_budget_forcing_inserts_wait():
   forced = [0, 0, 1, 1, 1, 1, 0, 1, 0, 0]
   np.testing.assert_array_equal(out.forced[0, :10], forced)
   assert out.lengths[0] == 10
-  assert (out.logprobs[0, :10][np.array(forced, bool)] == 0).all()
+  assert out.sampling_logprobs is None  # greedy: nothing was drawn
   assert np.isfinite(out.raw_logprobs).all()
+  # Sampled (the one-hot logits leave no choice): forced tokens have
+  # sampling log-prob 0, drawn ones their (near 0) log-prob, and the raw
+  # log-prob of a forced "Wait" the model's (about -20).
+  hot = dec.SamplingConfig(**{**cfg.__dict__, "temperature": 1.0})
+  sampled = _run(_script_step(script), 1, hot)
+  np.testing.assert_array_equal(sampled.tokens, out.tokens)
+  is_forced = np.array(forced, bool)
+  assert (sampled.sampling_logprobs[0, :10][is_forced] == 0).all()
+  assert (sampled.sampling_logprobs[0, :10][~is_forced] > -1e-6).all()
+  assert (sampled.raw_logprobs[0, 2:6] < -10).all()
 
   # max_waits caps the insertions.
   cfg1 = dec.SamplingConfig(**{**cfg.__dict__, "max_waits": 1})

@@ -67,7 +67,8 @@ def test_cli_greedy_matches_hf_and_samples(checkpoint, capsys):
   assert text == prompt + tok.decode(ref.tolist())
 
   argv = [f"--model={path}", "--prompt=The quick", "--prompt=12+"]
-  assert generate.main(argv + ["--num_samples=3", "--top_p=0.9"]) == 0
+  sampled = ["--num_samples=3", "--top_p=0.9", "--temperature=1"]
+  assert generate.main(argv + sampled) == 0
   assert len(_completions(capsys.readouterr().out)) == 6
   argv += ["--num_beams=3", "--num_return_sequences=2", "--stop=fox"]
   assert generate.main(argv + ["--max_new_tokens=6"]) == 0
@@ -153,3 +154,84 @@ def test_cli_matches_hf_pipeline_with_hf_tokenizer(hf_dir, capsys):
     hf, ref_tok, list(chat_ids), eos, max_new_tokens=12, do_sample=False
   )
   assert text == prompt + ref
+
+
+def test_cli_defaults_to_greedy_and_says_what_the_score_is(checkpoint, capsys):
+  path, tok, _ = checkpoint
+  base = [f"--model={path}", "--prompt=What is 12+7", "--max_new_tokens=8"]
+  assert generate.main(base) == 0
+  default = capsys.readouterr().out
+  assert generate.main(base + ["--greedy"]) == 0
+  assert capsys.readouterr().out == default
+  header = default.splitlines()[0]
+  assert re.fullmatch(
+    r"=== prompt 0 completion 0: \d+ tokens, log-prob -?\d+\.\d+ "
+    r"\(-?\d+\.\d+ per token\) ===",
+    header,
+  )
+  assert generate.main(base + ["--num_beams=2"]) == 0
+  assert ", beam score -" in capsys.readouterr().out
+  # Flags that greedy decoding would ignore are refused.
+  for bad in (
+    ["--num_samples=2"],
+    ["--top_p=0.9"],
+    ["--num_beams=2", "--temperature=1"],
+  ):
+    with pytest.raises(SystemExit):
+      generate.main(base + bad)
+    assert "error:" in capsys.readouterr().err
+  # Every option says what it does.
+  with pytest.raises(SystemExit):
+    generate.main(["--help"])
+  usage = capsys.readouterr().out
+  options = re.findall(r"^  (--\w+)(.*)$", usage, flags=re.M)
+  assert len(options) > 20
+  for flag, rest in options:
+    assert rest.strip() or flag == "--help", flag
+
+
+def test_cli_warns_about_characters_the_tokenizer_lacks(tmp_path, capsys):
+  tok = train_sentencepiece(["1+2=3", "4-1=3"] * 10, 11, cover_ascii=False)
+  tok.save(str(tmp_path))
+  make_hf_checkpoint(
+    tmp_path, "llama", vocab_size=tok.vocab_size, eos_token_id=tok.eos_id
+  )
+  argv = [f"--model={tmp_path}", "--max_new_tokens=2"]
+  assert generate.main(argv + ["--prompt=1+2="]) == 0
+  assert "warning" not in capsys.readouterr().err
+  assert generate.main(argv + ["--prompt=What is 2+2?"]) == 0
+  err = capsys.readouterr().err
+  assert "tokenizer does not know: 'W' 'h' 'a' 't' ' ' 'i' 's' '?';" in err
+
+
+def test_cli_token_ids_without_tokenizer(checkpoint, tmp_path, capsys):
+  """A checkpoint with no tokenizer: ids in, ids out, as HF generate."""
+  path, tok, hf = checkpoint
+  bare = tmp_path / "bare"
+  bare.mkdir()
+  for name in os.listdir(path):
+    if not name.startswith("tokenizer"):
+      os.symlink(os.path.join(path, name), bare / name)
+  prompt = "What is 12+7"
+  with pytest.raises(SystemExit, match="--token_ids"):
+    generate.main([f"--model={bare}", f"--prompt={prompt}"])
+  ids = tok.encode(prompt, add_bos=True)
+  argv = [f"--model={bare}", "--token_ids", "--max_new_tokens=10"]
+  assert generate.main(argv + ["--prompt=" + ",".join(map(str, ids))]) == 0
+  (line,) = _completions(capsys.readouterr().out)
+  with torch.no_grad():
+    ref = hf.generate(
+      torch.tensor([ids]),
+      max_new_tokens=10,
+      do_sample=False,
+      pad_token_id=tok.pad_id,
+      eos_token_id=tok.eos_id,
+    )[0, len(ids) :].tolist()
+  ref = ref[: ref.index(tok.eos_id) + 1] if tok.eos_id in ref else ref
+  assert [int(x) for x in line.split()] == ref
+  with pytest.raises(SystemExit, match="not a list of integers"):
+    generate.main(argv + ["--prompt=1 two"])
+  with pytest.raises(SystemExit, match=r"ids in \[0, "):
+    generate.main(argv + [f"--prompt=1 {tok.vocab_size}"])
+  with pytest.raises(SystemExit, match="--stop needs a tokenizer"):
+    generate.main(argv + ["--prompt=1 2", "--stop=x"])

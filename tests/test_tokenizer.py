@@ -77,3 +77,27 @@ def test_hf_tokenizer_json_round_trip_matches_transformers(hf_tokenizer_dir):
   )
   with pytest.raises(FileNotFoundError, match="neither tokenizer.json"):
     load_tokenizer(os.path.dirname(hf_tokenizer_dir))
+
+
+def test_sentencepiece_says_when_it_has_fewer_pieces_than_asked():
+  texts = ["1+2=3", "4-1=3", "2+2=4"] * 10
+  with pytest.warns(UserWarning, match=r"vocab_size=96 .* only (\d+) pieces"):
+    tok = train_sentencepiece(texts, vocab_size=96, cover_ascii=False)
+  assert tok.vocab_size < 96
+  import warnings
+
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # asking for what there is: no warning
+    same = train_sentencepiece(texts, tok.vocab_size, cover_ascii=False)
+  assert same.vocab_size == tok.vocab_size
+
+
+def test_unknown_chars(tmp_path):
+  sp = train_sentencepiece(["1+2=3", "4-1=3"] * 10, 11, cover_ascii=False)
+  assert sp.unk_id == 1
+  assert sp.unknown_chars("What is 2+2?") == list("What is?")
+  assert sp.unknown_chars("2+2=") == []
+  # A byte-level BPE knows every character.
+  hf = load_tokenizer(make_hf_tokenizer(tmp_path, ["ab c"] * 10))
+  assert hf.unk_id == 1
+  assert hf.unknown_chars("What is 2+2? é") == []

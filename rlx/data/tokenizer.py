@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ class Tokenizer:
   bos_id: int | None
   eos_id: int | None
   pad_id: int
+  unk_id: int | None = None
   special_ids: frozenset[int]
   # Whether prompts start with BOS in this tokenizer's convention (HF's
   # `tokenizer(text)`; the training loop and the generate CLI follow it);
@@ -60,6 +62,14 @@ class Tokenizer:
         raise ValueError("add_eos=True but this tokenizer has no EOS token")
       ids = ids + [self.eos_id]
     return ids
+
+  def unknown_chars(self, text: str) -> list[str]:
+    """The characters of `text` this tokenizer cannot represent (each run
+    of them encodes to the unknown token), in order of appearance."""
+    if self.unk_id is None:
+      return []
+    unknown = {c for c in set(text) if self.unk_id in self._encode(c)}
+    return sorted(unknown, key=text.index)
 
   def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
     # Models often have more embedding rows than tokens (Qwen2.5: 151936
@@ -110,6 +120,7 @@ class SentencePieceTokenizer(Tokenizer):
     self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
     self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else None
     self.adds_bos = self.bos_id is not None  # as HF's LlamaTokenizer
+    self.unk_id = self.sp.unk_id() if self.sp.unk_id() >= 0 else None
     pad = self.sp.pad_id()
     self.pad_id = pad if pad >= 0 else (self.eos_id or 0)
     self.special_ids = frozenset(
@@ -162,6 +173,10 @@ class HFTokenizer(Tokenizer):
       content = _token_content(self.config.get(f"{name}_token"))
       ids[name] = None if content is None else self.tok.token_to_id(content)
     self.bos_id, self.eos_id = ids["bos"], ids["eos"]
+    self.unk_id = ids["unk"]
+    unk = getattr(self.tok.model, "unk_token", None)
+    if self.unk_id is None and isinstance(unk, str):
+      self.unk_id = self.tok.token_to_id(unk)
     pad = ids["pad"] if ids["pad"] is not None else self.eos_id
     self.pad_id = 0 if pad is None else pad
     special = {i for i in ids.values() if i is not None}
@@ -249,10 +264,12 @@ def train_sentencepiece(
 ) -> SentencePieceTokenizer:
   """Train a small SentencePiece model in memory.
 
-  Ids: pad 0, unk 1, bos 2, eos 3. With `cover_ascii` every printable ASCII
-  character gets a piece (else only those in `texts`); digits are split
-  into single tokens, so arithmetic stays learnable; `user_defined_symbols`
-  (e.g. `<think>`) are kept whole.
+  `vocab_size` is an upper bound: when the texts hold fewer pieces (a small
+  synthetic task), the tokenizer has fewer, and a warning says how many. Ids:
+  pad 0, unk 1, bos 2, eos 3. With `cover_ascii` every printable ASCII
+  character gets a piece (else only those in `texts`); digits are split into
+  single tokens, so arithmetic stays learnable; `user_defined_symbols` (e.g.
+  `<think>`) are kept whole.
   """
   proto = io.BytesIO()
   extra = ["".join(chr(c) for c in range(32, 127))] if cover_ascii else []
@@ -275,4 +292,14 @@ def train_sentencepiece(
     normalization_rule_name="identity",
     minloglevel=2,
   )
-  return SentencePieceTokenizer(proto.getvalue())
+  tok = SentencePieceTokenizer(proto.getvalue())
+  if tok.vocab_size < vocab_size:
+    warnings.warn(
+      f"train_sentencepiece: vocab_size={vocab_size} was asked for, but the "
+      f"texts give only {tok.vocab_size} pieces (SentencePiece finds no more "
+      f"merges in them); the tokenizer, and a model built for it, have "
+      f"{tok.vocab_size}. Ask for {tok.vocab_size} (config key "
+      "tokenizer.vocab_size) to silence this.",
+      stacklevel=2,
+    )
+  return tok

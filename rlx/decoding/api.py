@@ -1,8 +1,11 @@
 """Jitted decoders over a split model: what the training loop calls.
 
-`make_sampler(graphdef, cfg, mesh=...)` returns
-`run(params, prompt_tokens_NxP, prompt_mask_NxP, key) -> DecodeOutput`,
-compiled once per prompt shape. The KV cache is created inside the compiled
+`make_sampler(graphdef, params, cfg, mesh=None)` returns `run(params,
+prompt_tokens_NxP, prompt_mask_NxP, key) -> DecodeOutput`, and
+`make_beam_search(graphdef, params, cfg, mesh=None)` returns `run(params,
+prompt_tokens_BxP, prompt_mask_BxP) -> DecodeOutput`, each compiled once per
+prompt shape (`params` given to the maker, or an abstract copy, says how the
+params are sharded on `mesh`). The KV cache is created inside the compiled
 function (it never crosses the host boundary, so there is no buffer to
 donate; the scan updates it in place). Params are not donated: the same
 params are used again by the update.

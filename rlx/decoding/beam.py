@@ -79,9 +79,9 @@ def beam_search(
 
   step_fn, cache: as for `sample` (cache for B prompt rows). Rows of prompt
   b are b * R .. b * R + R - 1 (R = num_return_sequences), best first.
-  `scores` are HF's `sequences_scores`; `logprobs` and `raw_logprobs` are
-  both the raw per-token log-probs; `mask` covers tokens up to and
-  including EOS.
+  `beam_scores` are HF's `sequences_scores`; `raw_logprobs` the per-token
+  log-probs and `sum_logprobs` their sum; `sampling_logprobs` is None
+  (nothing is sampled); `mask` covers tokens up to and including EOS.
   """
   b, p = prompt_tokens_BxP.shape
   k, n_new = cfg.num_beams, cfg.max_new_tokens
@@ -201,8 +201,9 @@ def beam_search(
     tokens=tokens,
     mask=mask,
     lengths=lengths,
-    logprobs=lp,
     raw_logprobs=lp,
+    sampling_logprobs=None,
+    sum_logprobs=jnp.sum(lp, axis=1),
+    beam_scores=flat(state["fin_score"]),
     forced=jnp.zeros_like(mask),
-    scores=flat(state["fin_score"]),
   )

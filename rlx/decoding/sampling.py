@@ -8,11 +8,19 @@ Output conventions (`DecodeOutput`), N = prompts * num_samples rows, sample
 j of prompt i on row i * num_samples + j:
 - `tokens[N, T]`: generated tokens; after a row stops, `pad_id`.
 - `mask[N, T]`: True on generated tokens, the stop token included.
-- `logprobs`: log-prob of the token under the distribution it was drawn
-  from (after temperature / top-k / top-p / min-p); 0 for greedy and for
-  forced tokens (they are emitted with probability 1); 0 where mask is 0.
-- `raw_logprobs`: log-prob under the raw model at temperature 1 (finite for
-  every emitted token, forced ones included); 0 where mask is 0.
+- `raw_logprobs`: the model's log-prob of each emitted token, at
+  temperature 1 with no top-k / top-p / min-p (finite for every emitted
+  token, forced ones included); 0 where mask is 0. What "log-probs" of a
+  completion usually means, for every decoder.
+- `sampling_logprobs`: log-prob of the token under the distribution it was
+  drawn from (after temperature / top-k / top-p / min-p); 0 for forced
+  tokens (emitted with probability 1) and where mask is 0. None when
+  nothing was drawn: greedy decoding and beam search.
+- `sum_logprobs[N]`: the sum of `raw_logprobs` over the completion, the
+  model's log-probability of it given the prompt.
+- `beam_scores[N]`: beam search only (else None): Hugging Face's
+  `sequences_scores`, `sum_logprobs / length ** length_penalty`, by which
+  the beams are ranked.
 - `forced`: True on tokens inserted by budget forcing (not sampled). An RL
   loss normally uses `mask & ~forced`.
 """
@@ -37,24 +45,27 @@ NEG_INF = -jnp.inf
     "tokens",
     "mask",
     "lengths",
-    "logprobs",
     "raw_logprobs",
+    "sampling_logprobs",
+    "sum_logprobs",
+    "beam_scores",
     "forced",
-    "scores",
   ],
   meta_fields=[],
 )
 @dataclasses.dataclass
 class DecodeOutput:
-  """Completions of a decoder; every leaf has the rows on axis 0."""
+  """Completions of a decoder; every leaf has the rows on axis 0 (the
+  module docstring says what each field holds)."""
 
   tokens: jax.Array  # [N, T] int32
   mask: jax.Array  # [N, T] bool
   lengths: jax.Array  # [N] int32
-  logprobs: jax.Array  # [N, T] f32, sampling distribution
-  raw_logprobs: jax.Array  # [N, T] f32, raw model at temperature 1
+  raw_logprobs: jax.Array  # [N, T] f32, the model at temperature 1
+  sampling_logprobs: jax.Array | None  # [N, T] f32; None: greedy, beam
+  sum_logprobs: jax.Array  # [N] f32, sum of raw_logprobs
+  beam_scores: jax.Array | None  # [N] f32 HF sequences_scores; beam only
   forced: jax.Array  # [N, T] bool
-  scores: jax.Array  # [N] f32: sum of raw log-probs (beam: HF score)
 
 
 def _ids(value) -> tuple[int, ...]:
@@ -403,8 +414,9 @@ def sample(
     tokens=outs["tok"],
     mask=mask,
     lengths=jnp.sum(mask, axis=1, dtype=jnp.int32),
-    logprobs=outs["lp"],
     raw_logprobs=outs["raw"],
+    sampling_logprobs=None if cfg.greedy else outs["lp"],
+    sum_logprobs=jnp.sum(outs["raw"], axis=1),
+    beam_scores=None,
     forced=outs["forced"],
-    scores=jnp.sum(outs["raw"], axis=1),
   )

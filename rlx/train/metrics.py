@@ -116,27 +116,71 @@ def categories(record: dict) -> list[str]:
   )
 
 
-def plot_metrics(workdir: str) -> str | None:
-  """Draw the RL curves, and RL against the SFT control over step time when
-  the run has one, into `workdir/plots.png`."""
-  import matplotlib
+def plot_metrics(workdir: str, title: str | None = None) -> str | None:
+  """Draw the run into `workdir/plots.png`: the SFT loss, the RL curves
+  (a KL panel says so when no KL was computed, i.e. beta is 0), and RL
+  against the SFT control over step time when the run has one. `title`
+  (default: the workdir's name) heads the figure. Drawn without pyplot,
+  so a notebook's matplotlib backend is left alone."""
+  from matplotlib.figure import Figure
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  panels = plot_panels(read_metrics(workdir))
+  if not panels:
+    return None
+  cols = min(3, len(panels))
+  rows = -(-len(panels) // cols)
+  fig = Figure(figsize=(4.6 * cols, 3.4 * rows))
+  axes = fig.subplots(rows, cols)
+  axes = np.atleast_1d(axes).ravel()
+  for ax, (panel_title, xlabel, lines) in zip(axes, panels):
+    ax.set_title(panel_title, fontsize=9)
+    if isinstance(lines, str):  # a note instead of curves
+      ax.text(0.5, 0.5, lines, ha="center", va="center", fontsize=9)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      continue
+    for label, pts, style in lines:
+      pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+      marker = "o" if len(pts) < 30 else None
+      ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, label=label, ms=3)
+    ax.set_xlabel(xlabel)
+    if len(lines) > 1:
+      ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+  for ax in axes[len(panels) :]:
+    ax.axis("off")
+  if title is None:
+    title = os.path.basename(os.path.abspath(workdir))
+  fig.suptitle(title, fontsize=11)
+  fig.tight_layout()
+  out = os.path.join(workdir, "plots.png")
+  fig.savefig(out, dpi=100)
+  return out
 
-  records = read_metrics(workdir)
+
+def plot_panels(records: list[dict]) -> list[tuple]:
+  """The panels `plot_metrics` draws, as `(title, xlabel, lines)` with
+  `lines` a list of `(label, [(x, y)], style)`, or a note (a string) where
+  a standard panel has nothing to show."""
   rl = [r for r in records if r.get("phase") == "rl"]
-  panels = []  # (title, xlabel, [(label, points, style)])
-  for title, key in PLOTS:
+  sft = [r for r in records if r.get("phase") == "sft"]
+  panels = []  # (title, xlabel, [(label, points, style)] or a note)
+  loss = [(r["step"], r["update/loss"]) for r in sft if "update/loss" in r]
+  if loss:
+    panels.append(("SFT loss", "SFT step", [("update/loss", loss, "-")]))
+  for panel_title, key in PLOTS:
     points = [(r["step"], r[key]) for r in rl if r.get(key) is not None]
     if not points:
+      if key == "update/kl" and any("update/loss" in r for r in rl):
+        note = "no KL computed:\nthe KL coefficient is 0\n(algo.options.beta)"
+        panels.append((panel_title, "RL step", note))
       continue
     lines = [(key, points, "-")]
     if key == "eval/accuracy":
       for c in categories(rl[0]):
         k = f"eval/{c}/accuracy"
         lines.append((k, [(r["step"], r[k]) for r in rl if k in r], "--"))
-    panels.append((title, "RL step", lines))
+    panels.append((panel_title, "RL step", lines))
   control = _eval_records(records, "control")
   if control:
     first = _eval_records(records, "rl")[:1]
@@ -158,39 +202,21 @@ def plot_metrics(workdir: str) -> str | None:
     panels.insert(
       0, ("held-out greedy accuracy: RL vs SFT control", "step time (s)", lines)
     )
-  if not panels:
-    return None
-  cols = min(3, len(panels))
-  rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows))
-  axes = np.atleast_1d(axes).ravel()
-  for ax, (title, xlabel, lines) in zip(axes, panels):
-    for label, pts, style in lines:
-      pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-      marker = "o" if len(pts) < 30 else None
-      ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, label=label, ms=3)
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel(xlabel)
-    if len(lines) > 1:
-      ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-  for ax in axes[len(panels) :]:
-    ax.axis("off")
-  fig.tight_layout()
-  out = os.path.join(workdir, "plots.png")
-  fig.savefig(out, dpi=100)
-  plt.close(fig)
-  return out
+  return panels
 
 
 def summarise_run(records: list[dict]) -> dict:
   """The held-out evaluations that sum a run up: `before` (after SFT, with
   the teacher's metrics), `after` (the last RL evaluation) and `control`
-  (the last evaluation of the SFT control), where the run has them."""
+  (the last evaluation of the SFT control), where the run has them;
+  `no_sft: True` when there was no SFT phase (`before` is then the initial
+  model)."""
   rl, control = _eval_records(records, "rl"), _eval_records(records, "control")
   summary = {}
   if rl:
     summary.update(before=rl[0], after=rl[-1])
+    if not any(r.get("phase") == "sft" for r in records):
+      summary["no_sft"] = True
   if control:
     summary["control"] = control[-1]
   return summary
@@ -238,7 +264,8 @@ def format_summary(summary: dict, markdown: bool = False) -> str:
     names = ["majority_accuracy", *(f"{c}/majority_accuracy" for c in cats)]
     names += ["accuracy"] if k else []
     rows.append(["teacher", *(cell(before, "teacher", n) for n in names)])
-  rows.append(["after SFT", *(cell(before, "eval", n) for n in columns)])
+  start = "before RL" if summary.get("no_sft") else "after SFT"
+  rows.append([start, *(cell(before, "eval", n) for n in columns)])
   for label, key in (("after RL", "after"), ("SFT control", "control")):
     if key in summary:
       r = summary[key]

@@ -77,7 +77,8 @@ class Progress:
 
   def __init__(self, enabled: bool, total: int | None, initial: int, desc):
     self.bar, self.desc, self.steps = None, desc, 0
-    if enabled and jax.process_index() == 0:
+    finished = total is not None and initial >= total  # nothing to show
+    if enabled and jax.process_index() == 0 and not finished:
       from tqdm.auto import tqdm
 
       self.bar = tqdm(
