@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from experiments.configs.arithmetic_base import base_config  # noqa: E402
 from rlx import decoding, models, rewards, train  # noqa: E402
 from rlx.data import load_tokenizer, selection, tasks  # noqa: E402
+from rlx.train import metrics  # noqa: E402
 
 NAME = "s1"
 
@@ -54,10 +55,10 @@ SIZES = {
     select=500,  # S1's 1,000, halved for the CPU budget
     teacher_sft_steps=700,  # the student's 450 steps of 64, trained longer
     teacher_batch=32,
-    student_sft_steps=450,
+    student_sft_steps=300,  # the default run's recipe, 300 steps of its 450
     distill_epochs=5,  # S1: 5 epochs over its 1k
     eval_prompts=256,
-    budgets=(2, 4, 8, 12, 16, 24, 32, 48),
+    budgets=(2, 4, 8, 16, 32, 48),
     waits=(0, 1, 2, 4),
   ),
   "quick": dict(
@@ -92,8 +93,10 @@ def log(message: str) -> None:
   print(f"[s1 {time.perf_counter() - _START:6.0f}s] {message}", flush=True)
 
 
-def _train(config, workdir: str) -> str:
-  """Runs `config` (SFT only) in `workdir`; returns its export directory."""
+def _train(config, workdir: str) -> tuple[str, dict]:
+  """Runs `config` (SFT only) in `workdir`, resuming what is there; returns
+  its export directory and its held-out greedy accuracy and SFT step time
+  (from the workdir's metrics, so a resumed run reports it too)."""
   config.train.steps = 0
   config.train.progress = False
   config.eval.num_samples = 0
@@ -103,7 +106,14 @@ def _train(config, workdir: str) -> str:
     f"{workdir}: {config.sft.steps} SFT steps, held-out greedy accuracy "
     f"{summary['before']['eval/accuracy']:.1%}"
   )
-  return os.path.join(workdir, "export")
+  sft = [r for r in metrics.read_metrics(workdir) if r["phase"] == "sft"]
+  stats = dict(
+    accuracy=summary["before"]["eval/accuracy"],
+    accuracy_se=summary["before"]["eval/accuracy_se"],
+    sft_steps=config.sft.steps,
+    sft_step_time_s=sft[-1]["time/elapsed_s"] if sft else 0.0,
+  )
+  return os.path.join(workdir, "export"), stats
 
 
 def teacher_config(size: dict):
@@ -291,8 +301,11 @@ def run(workdir: str, quick: bool):
   path = lambda *p: os.path.join(workdir, *p)
 
   # 1. The teacher, and the student before distillation.
-  teacher_dir = _train(teacher_config(size), path("teacher"))
-  student_dir = _train(
+  trained = {}
+  teacher_dir, trained["teacher"] = _train(
+    teacher_config(size), path("teacher")
+  )
+  student_dir, trained["student"] = _train(
     student_config(size, path("teacher", "tokenizer")), path("student")
   )
   task = tasks.make_task("arithmetic", **teacher_config(size).task.options)
@@ -334,7 +347,8 @@ def run(workdir: str, quick: bool):
       path(f"{name}.jsonl"), trace_rows(pool, traces, indices)
     )
     config = distill_config(size, student_dir, train_file, eval_file)
-    students[name] = Model(_train(config, path(name)))
+    export, trained[name] = _train(config, path(name))
+    students[name] = Model(export)
     # 5. Budget forcing on the held-out problems.
     points[name] = budget_forcing(
       students[name], held_out, size["budgets"], size["waits"], samplers
@@ -379,6 +393,7 @@ def run(workdir: str, quick: bool):
       mean_trace_tokens=float(trace_len.mean()),
     ),
     "sets": {name: set_stats(idx) for name, idx in sets.items()},
+    "trained": trained,
     "sizes": size,
     "quick": quick,
   }
@@ -416,7 +431,7 @@ def figure(results: dict, out: str) -> str:
   ax.set_xlabel("average thinking tokens (held-out problems)")
   ax.set_ylabel("accuracy (greedy)")
   ax.set_title("Budget forcing: test-time scaling")
-  ax.legend(fontsize=7, loc="lower right")
+  ax.legend(fontsize=7, loc="best")
   ax.grid(alpha=0.3)
   names = ["student before", "s1k", "random1k"]
   vals = [results["student_before"]] + [
@@ -460,8 +475,16 @@ def paragraph(results: dict) -> str:
   scaled = acc[-1] > acc[0]
   curated = sel["s1k"] >= sel["random1k"]
   n = sets["s1k"]["size"]
+  t = results["trained"]
+  times = ", ".join(
+    f"{k} {v['sft_steps']} steps {v['sft_step_time_s'] / 60:.1f} min"
+    for k, v in t.items()
+  )
   return (
-    f"A teacher trained on exact verbose traces wrote one sampled trace for "
+    f"A teacher trained on exact verbose traces ({t['teacher']['accuracy']:.1%}"
+    f" held-out greedy accuracy after {t['teacher']['sft_steps']} SFT steps; "
+    f"the student: {t['student']['accuracy']:.1%} with short traces) "
+    f"wrote one sampled trace for "
     f"each of {pool['size']} problems ({pool['teacher_correct']:.1%} with "
     f"the right answer, {pool['exact_traces']:.1%} exactly right step by "
     f"step); the student (the default SFT model, taught by a carry-dropping "
@@ -484,7 +507,8 @@ def paragraph(results: dict) -> str:
     f"{acc[-1]:.1%} +- {se('budget', budgets[-1]):.1%} ({tok[-1]:.1f}): "
     f"accuracy {'rises' if scaled else 'does NOT rise'} with the budget. "
     f"Appending `Wait` when the model ends its thinking (0/1/2/4 times): "
-    f"{waits}."
+    f"{waits}. S1's 1,000 of 59K questions are {n} of {pool['size']} "
+    f"here. SFT step time on this (shared) machine: {times}."
   )
 
 
