@@ -508,7 +508,30 @@ def paragraph(results: dict) -> str:
     f"accuracy {'rises' if scaled else 'does NOT rise'} with the budget. "
     f"Appending `Wait` when the model ends its thinking (0/1/2/4 times): "
     f"{waits}. S1's 1,000 of 59K questions are {n} of {pool['size']} "
-    f"here. SFT step time on this (shared) machine: {times}."
+    f"here. SFT step time on this (shared) machine: {times} (a rerun in "
+    f"the same workdir resumes the models already trained)." + _failure(results)
+  )
+
+
+def _failure(results: dict) -> str:
+  """Says so when distillation left the students below where they began."""
+  before = results["student_before"][0]
+  best = max(results["selection"].values())
+  if best >= before:
+    return ""
+  steps = results["trained"]["s1k"]["sft_steps"]
+  t = results["trained"]["teacher"]
+  return (
+    f" Not reproduced at this scale: after {steps} SFT steps on the "
+    f"selected traces both students are far below the student before "
+    f"({best:.1%} at best against {before:.1%}), so neither the selection "
+    f"nor the budget comparison says anything about S1. The 0.8M-parameter "
+    f"student, trained on short traces, does not learn the long traces' "
+    f"arithmetic from {results['sets']['s1k']['size']} examples (it "
+    f"miscopies operands); the teacher needed {t['sft_steps']} steps from "
+    f"scratch to reach {t['accuracy']:.1%}. A student already fluent in the "
+    f"long format (trained on an erring teacher's verbose traces) is the "
+    f"fix to try."
   )
 
 
