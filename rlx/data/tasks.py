@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -75,6 +76,7 @@ def _format(template: str, **fields) -> str:
 
 
 TEACHERS = ("exact", "carry", "random")
+TRACES = ("short", "verbose")
 _SLIPS = (-2, -1, 1, 2)
 
 
@@ -149,6 +151,7 @@ def arithmetic_example(
   teacher: str = "exact",
   teacher_rate: float = 0.0,
   teacher_rng: np.random.Generator | None = None,
+  trace: str = "short",
 ) -> dict:
   """One integer arithmetic problem, e.g. `12+7*3` with answer `33`.
 
@@ -161,8 +164,10 @@ def arithmetic_example(
   and `teacher_majority` (the teacher's most likely answer is right). A
   teacher that can err also gives `teacher_solutions`, every solution it
   can write as `[probability, text]`, so that SFT can draw a fresh one each
-  time it uses the example (`draw_solution`).
+  time it uses the example (`draw_solution`). `trace` is the style of the
+  worked solutions: `short` or `verbose` (`verbose_trace`).
   """
+  worked = _worked if trace == "short" else verbose_trace
   operands = [int(x) for x in rng.integers(0, 10**digits, num_operands)]
   chosen = [ops[i] for i in rng.integers(0, len(ops), num_operands - 1)]
   expression = str(operands[0]) + "".join(
@@ -186,19 +191,53 @@ def arithmetic_example(
   example = {
     "prompt": _format(template, expression=expression),
     "answer": str(value),
-    "solution": _worked(steps, answer),
+    "solution": worked(steps, answer),
     "expression": expression,
     "category": "carry" if carry else "no_carry",
     "teacher_accuracy": by_answer.get(value, 0.0),
     "teacher_majority": max(by_answer, key=by_answer.get) == value,
   }
   if len(paths) > 1:
-    example["teacher_solutions"] = [[p, _worked(s, v)] for p, v, s in paths]
+    example["teacher_solutions"] = [[p, worked(s, v)] for p, v, s in paths]
   return example
 
 
 def _worked(steps: Sequence[str], answer) -> str:
   return f"<think>{', '.join(steps)}</think><answer>{answer}</answer>"
+
+
+_STEP_RE = re.compile(r"(-?\d+)([+-])(\d+)=(-?\d+)")
+_WORDS = {"+": "plus", "-": "minus"}
+_INVERSE = {"+": "-", "-": "+"}
+
+
+def verbose_trace(steps: Sequence[str], answer) -> str:
+  """A long worked solution of `+`/`-` steps (`a+b=c`): each step in words,
+  then a check that undoes them in reverse, then the answer (S1-style
+  traces, with their `Wait`):
+
+    <think>7 plus 8 is 15. 15 minus 3 is 12. Wait, check: 12 plus 3 is 15.
+    15 minus 8 is 7. So 12.</think><answer>12</answer>
+
+  (one line). The check undoes each step exactly, so it ends on the first
+  operand only when every step is right.
+  """
+  parsed = []
+  for step in steps:
+    match = _STEP_RE.fullmatch(step)
+    if match is None:
+      raise ValueError(f"verbose traces take + and - steps only, got {step!r}")
+    a, op, b, c = match.groups()
+    parsed.append((int(a), op, int(b), int(c)))
+  say = lambda a, op, b, c: f"{a} {_WORDS[op]} {b} is {c}."
+  forward = [say(*s) for s in parsed]
+  check, value = [], parsed[-1][3] if parsed else answer
+  for _, op, b, _ in reversed(parsed):
+    undone = value - b if op == "+" else value + b
+    check.append(say(value, _INVERSE[op], b, undone))
+    value = undone
+  think = " ".join([*forward, "Wait, check:", *check, f"So {answer}."])
+  return f"<think>{think}</think><answer>{answer}</answer>"
 
 
 def draw_solution(example: dict, rng: np.random.Generator) -> str:
@@ -341,12 +380,14 @@ def arithmetic_task(
   template: str = ARITHMETIC_TEMPLATE,
   teacher: str = "exact",
   teacher_rate: float = 0.0,
+  trace: str = "short",
 ) -> Task:
   """Integer `+ - *` problems; see `arithmetic_example`.
 
   `teacher` and `teacher_rate` say who wrote the worked solutions used for
   SFT (`teacher_solutions`); the answers and rewards are always exact. The
-  problems do not depend on the teacher: its choices use their own stream.
+  problems do not depend on the teacher: its choices use their own stream,
+  nor on `trace` (`short`, or `verbose`: `verbose_trace`, for `+-` only).
   """
   if not 1 <= digits <= _MAX_DIGITS:
     raise ValueError(f"digits must be in [1, {_MAX_DIGITS}], got {digits}")
@@ -358,6 +399,10 @@ def arithmetic_task(
     raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
   if not 0 <= teacher_rate <= 1:
     raise ValueError(f"teacher_rate must be in [0, 1], got {teacher_rate}")
+  if trace not in TRACES:
+    raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
+  if trace == "verbose" and "*" in ops:
+    raise ValueError(f"trace='verbose' takes ops '+' and '-' only, got {ops!r}")
   teacher_rng = np.random.default_rng([seed, 1])
   train, eval_ = synthetic_splits(
     lambda rng: arithmetic_example(
@@ -369,6 +414,7 @@ def arithmetic_task(
       teacher=teacher,
       teacher_rate=teacher_rate,
       teacher_rng=teacher_rng,
+      trace=trace,
     ),
     num_train,
     num_eval,
