@@ -6,10 +6,11 @@ A script defines `run(workdir, quick) -> (results, figure_path)` and
 
   python experiments/reproductions/NAME.py --workdir=DIR [--quick] [--readme]
 
-writes DIR/results.json and DIR/NAME.png; with `--readme` (full runs only)
-it also copies the figure to docs/NAME.png and replaces the README section
-between `<!-- BEGIN NAME -->` and `<!-- END NAME -->` with the paragraph,
-the command and the figure, so that no number there is typed by hand.
+writes DIR/results.json and DIR/NAME.png; with `--readme` it also copies
+the figure to docs/NAME.png and replaces the README section between
+`<!-- BEGIN NAME -->` and `<!-- END NAME -->` with the paragraph, the
+command (with `--quick` where that ran) and the figure, so that no number
+there is typed by hand.
 """
 
 import json
@@ -84,10 +85,8 @@ def main(name: str, run, paragraph):
     write_results(workdir, results)
     print(paragraph(results))
     print(f"results: {os.path.join(workdir, 'results.json')}, figure: {figure}")
-    if README.value:
-      if QUICK.value:
-        raise SystemExit("--readme takes a full run, not --quick")
-      cmd = command(name, False, workdir)
+    if README.value:  # a --quick run says so in the command it quotes
+      cmd = command(name, QUICK.value, workdir)
       publish(name, paragraph(results), figure, cmd, results["wall_s"])
 
   flags.mark_flag_as_required("workdir")
