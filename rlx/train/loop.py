@@ -39,6 +39,7 @@ from rlx.data import tasks as tasks_lib
 from rlx.data import tokenizer as tokenizer_lib
 from rlx.rewards import extract
 from rlx.train import checkpoint as ckpt_lib
+from rlx.train import curriculum
 from rlx.train import metrics as metrics_lib
 from rlx.train.config import (
   ConfigError,
@@ -756,7 +757,10 @@ def run_rl(trainer: Trainer, sft_params, writer):
     async_save=config.train.async_checkpoints,
   )
   data = DataIterator(
-    trainer.task.train, r.prompts_per_step, seed=config.seed + 2
+    trainer.task.train,
+    r.prompts_per_step,
+    seed=config.seed + 2,
+    weights=curriculum.rl_weights(trainer, sft_params),
   )
   start, running_mean, elapsed = 0, 0.0, 0.0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
