@@ -59,24 +59,22 @@ FULL = dict(
   num_operands=3,
   max_rechecks=3,  # the teacher re-checks its last step 0..3 times
   max_new_tokens=56,
-  sft_steps=400,
-  rl_steps=40,
+  sft_steps=250,
+  rl_steps=30,
   eval_every=10,
   rl_learning_rate=1e-4,
   length_weight=1.0,  # Kimi's length reward, added to accuracy (0 or 1)
   k=8,  # samples per prompt: rejection sampling and pass rates
-  sample_prompts=1024,  # training prompts sampled k times
-  l2s_steps=60,  # long2short fine-tuning on the shortest correct samples
+  sample_prompts=512,  # training prompts sampled k times
+  l2s_steps=40,  # long2short fine-tuning on the shortest correct samples
   l2s_learning_rate=3e-4,
 )
 QUICK = dict(
   FULL,
-  num_operands=2,  # a±b: 200 problems, learnt in fewer SFT steps
-  num_train=136,
-  num_eval=64,
+  num_eval=128,
   sft_steps=150,
-  rl_steps=8,
-  eval_every=4,
+  rl_steps=10,
+  eval_every=5,
   sample_prompts=64,
   l2s_steps=15,
 )
@@ -205,8 +203,19 @@ def point(record: dict) -> dict:
 
 def arm(workdir: str) -> dict:
   records = evaluations(workdir)
+  steps = [
+    r
+    for r in metrics_lib.read_metrics(workdir)
+    if r["phase"] == "rl" and "train/response_length" in r
+  ]
+  late = steps[len(steps) // 2 :]
   return {
     **point(records[-1]),
+    # The rollouts' mean length over the second half of RL (all arms draw
+    # the same random numbers: a paired comparison).
+    "train_length_late": float(
+      np.mean([r["train/response_length"] for r in late])
+    ),
     "steps": [r["step"] for r in records],
     "accuracy_curve": [r["eval/accuracy"] for r in records],
     "length_curve": [r["eval/response_length"] for r in records],
@@ -356,18 +365,23 @@ def run(workdir: str, quick: bool):
 
 def claims(r: dict) -> dict:
   """Kimi's claims, measured: length falls by at least 20% with held-out
-  accuracy within 3 points; the curriculum is ahead of uniform sampling."""
+  accuracy within 3 points; drawing prompts by difficulty learns faster
+  than drawing them uniformly. `*_se_points`: one standard error of the
+  difference of two arms' accuracies (independent prompts' errors)."""
   base, pen = r["no_penalty"], r["length_penalty"]
   drop = 1 - pen["length"] / base["length"]
   gap = 100 * (pen["accuracy"] - base["accuracy"])
   uni, cur = r["curriculum"]["uniform"], r["curriculum"]["by_difficulty"]
+  se = lambda a, b: 100 * float(np.hypot(a["accuracy_se"], b["accuracy_se"]))
   return {
     "length_drop": drop,
     "accuracy_change_points": gap,
+    "accuracy_change_se_points": se(base, pen),
     "length_penalty_holds": bool(drop >= 0.2 and abs(gap) <= 3),
     "curriculum_mean_gain_points": 100
     * float(np.mean(cur[1:]) - np.mean(uni[1:])),
     "curriculum_final_gain_points": 100 * (cur[-1] - uni[-1]),
+    "curriculum_final_se_points": se(base, r["by_difficulty"]),
   }
 
 
@@ -455,9 +469,16 @@ def paragraph(r: dict) -> str:
     else "does not reproduce at this scale"
   )
   uni, cur = r["curriculum"]["uniform"], r["curriculum"]["by_difficulty"]
-  ahead = c["curriculum_mean_gain_points"] > 0
+  gain, se = c["curriculum_final_gain_points"], c["curriculum_final_se_points"]
+  if gain > 2 * se:
+    faster = "learns faster here, by more than two standard errors at the end"
+  elif gain > 0:
+    faster = "is ahead here, but by less than two standard errors at the end"
+  else:
+    faster = "does not learn faster here"
   lines = [
-    "A 0.8M-parameter model is fine-tuned on `a±b±c=` traces from a "
+    "A 0.8M-parameter model is fine-tuned on "
+    f"`{'a±b±c=' if p['num_operands'] == 3 else 'a±b='}` traces from a "
     "teacher that drops carries and re-checks its last step 0 to "
     f"{p['max_rechecks']} times (`7+8=5, 5-3=2, wait 5-3=2`), then each arm "
     f"starts from that long-thinking model; held-out greedy accuracy on "
@@ -481,7 +502,8 @@ def paragraph(r: dict) -> str:
     "",
     f"- Length penalty: the response length falls by "
     f"{pct(c['length_drop'])} against the same RL run without it, with "
-    f"accuracy {c['accuracy_change_points']:+.1f} points; Kimi's claim "
+    f"accuracy {c['accuracy_change_points']:+.1f} points (+- "
+    f"{c['accuracy_change_se_points']:.1f}); Kimi's claim "
     f"(at least 20% shorter, accuracy within 3 points) {verdict}.",
     f"- Long2short: fine-tuning on the shortest correct of {p['k']} samples "
     f"of {q['num_prompts']} training prompts ({l2s['train_examples']} had "
@@ -497,9 +519,8 @@ def paragraph(r: dict) -> str:
     f"{', '.join(pct(x) for x in uni)}; by difficulty "
     f"{', '.join(pct(x) for x in cur)} ("
     f"{c['curriculum_mean_gain_points']:+.1f} points on average after step "
-    f"0, {c['curriculum_final_gain_points']:+.1f} at the end): drawing by "
-    f"difficulty {'learns faster' if ahead else 'does not learn faster'} "
-    "here.",
+    f"0, {gain:+.1f} +- {se:.1f} at the end): drawing by difficulty "
+    f"{faster}.",
   ]
   return "\n".join(lines)
 
