@@ -468,6 +468,17 @@ def paragraph(r: dict) -> str:
     if c["length_penalty_holds"]
     else "does not reproduce at this scale"
   )
+  damage = ""
+  drop_points = 100 * (s["accuracy"] - base["accuracy"])
+  if drop_points > 2 * 100 * np.hypot(s["accuracy_se"], base["accuracy_se"]):
+    damage = (
+      f" Both RL arms end below the SFT model, though ({pct(s['accuracy'])}"
+      f" -> {pct(base['accuracy'])} without the penalty, "
+      f"{pct(pen['accuracy'])} with it): RL at learning rate "
+      f"{p['rl_learning_rate']:g} lowered this SFT model's held-out "
+      "accuracy, so the claim holds here only against an RL run that lost "
+      "accuracy too."
+    )
   uni, cur = r["curriculum"]["uniform"], r["curriculum"]["by_difficulty"]
   gain, se = c["curriculum_final_gain_points"], c["curriculum_final_se_points"]
   if gain > 2 * se:
@@ -504,7 +515,7 @@ def paragraph(r: dict) -> str:
     f"{pct(c['length_drop'])} against the same RL run without it, with "
     f"accuracy {c['accuracy_change_points']:+.1f} points (+- "
     f"{c['accuracy_change_se_points']:.1f}); Kimi's claim "
-    f"(at least 20% shorter, accuracy within 3 points) {verdict}.",
+    f"(at least 20% shorter, accuracy within 3 points) {verdict}." + damage,
     f"- Long2short: fine-tuning on the shortest correct of {p['k']} samples "
     f"of {q['num_prompts']} training prompts ({l2s['train_examples']} had "
     f"a correct one) gives {l2s['tokens_per_correct']:.1f} tokens per "
