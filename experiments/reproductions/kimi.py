@@ -481,12 +481,15 @@ def paragraph(r: dict) -> str:
     )
   uni, cur = r["curriculum"]["uniform"], r["curriculum"]["by_difficulty"]
   gain, se = c["curriculum_final_gain_points"], c["curriculum_final_se_points"]
-  if gain > 2 * se:
-    faster = "learns faster here, by more than two standard errors at the end"
-  elif gain > 0:
-    faster = "is ahead here, but by less than two standard errors at the end"
+  if gain > 2 * se and c["curriculum_mean_gain_points"] > 0:
+    faster = "learns faster here"
+  elif abs(gain) <= 2 * se:
+    faster = (
+      "is not told apart from uniform sampling here (within two standard "
+      "errors at the end)"
+    )
   else:
-    faster = "does not learn faster here"
+    faster = "learns more slowly here"
   lines = [
     "A 0.8M-parameter model is fine-tuned on "
     f"`{'a±b±c=' if p['num_operands'] == 3 else 'a±b='}` traces from a "
