@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rlx import train  # noqa: E402
 from rlx.models.hf import CheckpointError  # noqa: E402
 from rlx.train.checkpoint import CheckpointCorruptError  # noqa: E402
-from rlx.train.loop import TrainingDivergedError  # noqa: E402
+from rlx.train.phases import TrainingDivergedError  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(
   os.path.dirname(os.path.abspath(__file__)), "configs", "grpo_arithmetic.py"

@@ -34,17 +34,25 @@ def test_group_advantages_match_trl(scale):
 
 
 def test_constant_group_gives_zero_advantage():
+  """Constant groups (std <= 1e-8, TRL's `isclose(std, 0)`) get advantage
+  exactly 0; a group with a small real spread keeps TRL's (r - mean) /
+  (std + 1e-4), however small its std."""
   r = _rewards()
   r[:G] = 0.1  # exactly constant
-  r[G : 2 * G] = 1.0 + np.float32(1e-4) * np.array([0, 1, -1, 0.5])  # noise
+  r[G : 2 * G] = np.float32(1e-9) * np.array([0, 1, -1, 0.5])  # round-off
   r[2 * G : 3 * G] = 0.7
+  r[3 * G : 4 * G] = 1.0 + np.float32(1e-4) * np.array([0, 1, -1, 0.5])
   for scale in ("group", "batch", "none"):
     adv, stats = adv_lib.group_advantages(r, G, scale=scale)
     adv = np.asarray(adv)
     assert np.all(np.isfinite(adv))
     np.testing.assert_array_equal(adv[: 3 * G], 0.0)
-    assert np.all(adv[3 * G :] != 0)
+    assert np.all(adv[3 * G :][r[3 * G :] != r[3 * G :].mean()] != 0)
     np.testing.assert_allclose(stats["frac_zero_std"], 3 / 5)
+  adv, _ = adv_lib.group_advantages(r, G, scale="group")
+  small = r[3 * G : 4 * G].astype(np.float64)
+  want = (small - small.mean()) / (small.std(ddof=1) + 1e-4)
+  np.testing.assert_allclose(adv[3 * G : 4 * G], want, atol=1e-3)  # f32
   single, _ = adv_lib.group_advantages(r, 1)
   np.testing.assert_array_equal(single, 0.0)
 

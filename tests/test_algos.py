@@ -240,7 +240,8 @@ def test_training_loop_passes_the_budget_and_truncation():
   import os
   import types
 
-  from rlx.train import loop
+  from rlx.train import config as config_lib
+  from rlx.train import rollout as rollout_lib
 
   path = os.path.join(
     os.path.dirname(__file__), "..", "experiments", "configs",
@@ -251,22 +252,29 @@ def test_training_loop_passes_the_budget_and_truncation():
   spec.loader.exec_module(module)
   config = module.get_config("smoke")
   config.algo.name = "dr_grpo"
-  algo = loop.make_algo(config, 1)
+  algo = config_lib.make_algo(config, 1)
   assert algo.config.max_completion_length == config.rollout.max_new_tokens
   config.algo.options = {"max_completion_length": 7}
-  assert loop.make_algo(config, 1).config.max_completion_length == 7
+  assert config_lib.make_algo(config, 1).config.max_completion_length == 7
   config.algo.name, config.algo.options = "ppo", {}
-  assert loop.make_algo(config, 1).config.loss_type == "bnpo"
+  assert config_lib.make_algo(config, 1).config.loss_type == "bnpo"
   out = types.SimpleNamespace(
     tokens=np.array([[3, 9, 0], [3, 4, 5], [3, 5, 6], [4, 4, 9]]),
     mask=np.array([[1, 1, 0], [1, 1, 1], [1, 1, 1], [1, 1, 1]], bool),
     lengths=np.array([2, 3, 3, 3]),
   )
-  sampling = {"eos_ids": (9,), "stop_sequences": ((5, 6),)}
-  batch = loop._rl_batch(
-    np.ones((2, 2), np.int32), np.ones((2, 2), np.int32), out,
-    np.zeros(4, np.float32), 2, sampling,
+  trainer = types.SimpleNamespace(
+    sampling={"eos_ids": (9,), "stop_sequences": ((5, 6),)}
+  )
+  rollout = rollout_lib.Rollout(
+    examples=[{}, {}], prompt_tokens=np.ones((2, 2), np.int32),
+    prompt_mask=np.ones((2, 2), np.int32), completions=out,
+    texts=[""] * 4, group_size=2, rewards=np.zeros(4, np.float32),
+    reward_table=np.zeros((4, 2), np.float32),
   )  # fmt: skip
+  batch = rollout_lib.rl_batch(trainer, rollout, per_reward=False)
+  assert batch["rewards"].shape == (4,)
+  assert rollout_lib.rl_batch(trainer, rollout, True)["rewards"].shape == (4, 2)
   np.testing.assert_array_equal(batch["truncated"], [False, True, False, False])
   assert batch["tokens"].shape == (4, 5)
 

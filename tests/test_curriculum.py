@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from rlx.data import DataIterator
-from rlx.data.tasks import collate_fields
 from rlx.train import curriculum
 from rlx.train.config import ConfigError, check_config, default_config
 
@@ -102,7 +101,7 @@ class FakeTrainer:
     self.config.rollout.prompts_per_step = 4
     self.config.train.steps = 1
     self.config.curriculum.update(curriculum_options)
-    self.task = types.SimpleNamespace(train=examples)
+    self.task = types.SimpleNamespace(train=examples, reward_fields=("answer",))
     self.workdir = workdir
     self.calls = []
 
@@ -115,28 +114,33 @@ class FakeTrainer:
   def gather(self, x):
     return np.asarray(x)
 
-  def task_fields(self, examples, repeat):
-    return collate_fields(examples, ("answer",), repeat)
 
-  def generate(self, params, examples, key, temperature, k, strategy):
-    self.calls.append((len(examples), temperature, k, strategy))
-    texts, lengths = [], []
-    for e in examples:
-      solved = int(e["answer"]) % (k + 1)
-      for j in range(k):
-        answer = e["answer"] if j < solved else "wrong"
-        texts.append(f"<think></think><answer>{answer}</answer>")
-        lengths.append(j + 1)
-    return None, None, types.SimpleNamespace(texts=texts, lengths=lengths)
+def fake_generate(
+  trainer, params, examples, key, *, temperature, num_samples, strategy
+):
+  """`rollout.generate` of a `FakeTrainer`: texts and lengths."""
+  k = num_samples
+  trainer.calls.append((len(examples), temperature, k, strategy))
+  texts, lengths = [], []
+  for e in examples:
+    solved = int(e["answer"]) % (k + 1)
+    for j in range(k):
+      answer = e["answer"] if j < solved else "wrong"
+      texts.append(f"<think></think><answer>{answer}</answer>")
+      lengths.append(j + 1)
+  return types.SimpleNamespace(texts=texts, lengths=np.array(lengths))
 
-  def decode_texts(self, out):
-    return out.texts
+
+@pytest.fixture
+def fake_sampler(monkeypatch):
+  monkeypatch.setattr(curriculum.rollout_lib, "generate", fake_generate)
 
 
 def _examples(n):
   return [{"prompt": f"q{i}", "answer": str(i)} for i in range(n)]
 
 
+@pytest.mark.usefixtures("fake_sampler")
 def test_pass_rates_and_groups_over_padded_chunks(tmp_path):
   k, examples = 3, _examples(10)  # 3 chunks of 4, the last padded
   trainer = FakeTrainer(examples, str(tmp_path))
@@ -151,6 +155,7 @@ def test_pass_rates_and_groups_over_padded_chunks(tmp_path):
   assert groups.texts[6 * 3] == "<think></think><answer>6</answer>"
 
 
+@pytest.mark.usefixtures("fake_sampler")
 def test_rl_weights_estimate_the_first_prompts_and_write_them(tmp_path):
   examples = _examples(12)
   trainer = FakeTrainer(
@@ -168,6 +173,7 @@ def test_rl_weights_estimate_the_first_prompts_and_write_them(tmp_path):
   assert saved["drawn"] == 3 and saved["num_prompts"] == 6
 
 
+@pytest.mark.usefixtures("fake_sampler")
 def test_rl_weights_uniform_is_none_and_nothing_to_draw_is_an_error(tmp_path):
   trainer = FakeTrainer(_examples(8), str(tmp_path))
   assert curriculum.rl_weights(trainer, None) is None
@@ -189,7 +195,7 @@ def test_training_run_draws_by_pass_rate(tmp_path, monkeypatch):
   import test_train
 
   from rlx import train
-  from rlx.train import loop
+  from rlx.train import phases
 
   seen = {}
 
@@ -205,7 +211,7 @@ def test_training_run_draws_by_pass_rate(tmp_path, monkeypatch):
       iterators.append(kwargs.get("weights"))
 
   monkeypatch.setattr(curriculum, "pass_rates", fake_rates)
-  monkeypatch.setattr(loop, "DataIterator", Recording)
+  monkeypatch.setattr(phases, "DataIterator", Recording)
   config = test_train.tiny(test_train.load_config("grpo_arithmetic.py"))
   config.control.enabled = False
   config.curriculum.sampling = "pass_rate"

@@ -59,6 +59,8 @@ def np_trl_grpo_loss(
   sapo_tau=(1.0, 1.05),
   vespo=(2.0, 3.0, 3.0, 2.0),
   frozen_logp=None,
+  entropy=None,
+  top_entropy_quantile=1.0,
 ):
   """TRL 1.16.0 `GRPOTrainer._compute_loss`, transcribed to numpy (one
   process, one accumulation step; `num_items_in_batch` = dapo normaliser).
@@ -92,6 +94,9 @@ def np_trl_grpo_loss(
     loss_type, logp, log_ratio, coef_1, adv, mask, eps_low, eps_high, delta,
     sapo_tau, vespo, w_log_ratio, w_coef,
   )  # fmt: skip
+  if top_entropy_quantile < 1.0:  # TRL's get_high_entropy_mask
+    threshold = np.quantile(entropy[mask > 0], 1.0 - top_entropy_quantile)
+    per_token = per_token * ((entropy * mask >= threshold) & (mask > 0))
   if beta != 0:
     per_token = per_token + beta * kl
   if loss_type in ("grpo", "sapo"):
@@ -419,6 +424,31 @@ def test_loss_variants_match_trl(loss_type, level, beta):
     )  # fmt: skip
     num[idx] = (fd(e) - fd(-e)) / (2 * h)
   np.testing.assert_allclose(g, num, rtol=2e-3, atol=2e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "cispo", "sapo"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_top_entropy_quantile_matches_trl(loss_type, level):
+  """TRL's `top_entropy_quantile`: the policy loss only on the tokens whose
+  entropy is in the batch's top fraction (the KL term on every token)."""
+  logp, old, ref, adv, mask = _rand_inputs(5, B=4, T=7)
+  entropy = np.random.default_rng(6).uniform(0, 3, logp.shape)
+  for q in (0.2, 0.5):
+    config = _variant_config(loss_type, level, 0.04, top_entropy_quantile=q)
+    assert config.needs_entropy
+    loss, _ = algos.grpo_loss(
+      config, logp, old, adv, mask, ref_logp_BxT=ref,
+      entropy_BxT=jnp.asarray(entropy, jnp.float32), dapo_normalizer=7.0,
+    )  # fmt: skip
+    want = _np_variant(
+      loss_type, level, 0.04, logp, old, ref, adv, mask, entropy=entropy,
+      top_entropy_quantile=q,
+    )  # fmt: skip
+    np.testing.assert_allclose(loss, want, rtol=RTOL, atol=1e-7)
+    unmasked = _np_variant(loss_type, level, 0.04, logp, old, ref, adv, mask)
+    assert abs(want - unmasked) > 1e-4  # the mask changed something
+  with pytest.raises(ValueError, match="top_entropy_quantile"):
+    algos.GRPOConfig(top_entropy_quantile=0.0)
 
 
 def test_variants_by_name_and_their_metrics():

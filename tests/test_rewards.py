@@ -901,3 +901,14 @@ def test_worker_sigkill_of_trainer_fails_its_batch():
     [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
   )
   assert out.returncode == 0 and out.stdout.split() == ["alive", "1.0"]
+
+
+def test_runner_compute_each_gives_each_rewards_values(runner):
+  """`compute_each`: the same total as `compute`, and each function's own
+  unweighted values, NaN where that function did not score the sample."""
+  specs = [(f"{FIX}:returns_invalid", 2.0), (f"{FIX}:raises_on_bad", 0.5)]
+  args = (specs, ["p"] * 3, ["ok", "none", "bad"])
+  total, table, metrics = runner.compute_each(*args)
+  np.testing.assert_allclose(total, runner.compute(*args)[0])
+  np.testing.assert_allclose(table, [[1.0, 1.0], [NAN, 1.0], [1.0, NAN]])
+  assert metrics[f"reward_failures/{FIX}:raises_on_bad"] == 1

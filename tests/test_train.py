@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from rlx import train
+from rlx.train import config as config_lib
+from rlx.train import evaluation
 from rlx.train import metrics as metrics_lib
+from rlx.train import rollout as rollout_lib
 from rlx.train.config import ConfigError, check_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,7 +141,7 @@ def test_bad_configs_name_the_key():
   c = base()
   c.algo.options = {"betta": 0.1}
   with pytest.raises(ConfigError, match=r"config.algo \(grpo\).*betta"):
-    train.loop.make_algo(c, 1)
+    train.config.make_algo(c, 1)
 
 
 NAN = float("nan")
@@ -355,7 +358,7 @@ def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
   config.sft.steps = 0
   config.control.enabled = False
   config.train.steps = 3
-  original = train.loop._rl_batch
+  original = rollout_lib.rl_batch
   calls = []
 
   def poisoned(*args):
@@ -366,7 +369,7 @@ def test_nan_step_is_skipped_and_not_checkpointed(tmp_path, monkeypatch):
       batch["rewards"] = np.full_like(batch["rewards"], np.inf)
     return batch
 
-  monkeypatch.setattr(train.loop, "_rl_batch", poisoned)
+  monkeypatch.setattr(rollout_lib, "rl_batch", poisoned)
   workdir = str(tmp_path / "run")
   train.run(config, workdir)
   records = [r for r in metrics_lib.read_metrics(workdir) if r["phase"] == "rl"]
@@ -394,11 +397,11 @@ def test_eval_metrics_aggregate_per_prompt(tmp_path, monkeypatch):
   trainer = loop.Trainer(config, str(tmp_path))
   assert trainer.num_shards in (1, 2, 4, 8)  # so chunks are of 8 prompts
   monkeypatch.setattr(
-    loop,
-    "_is_correct",
+    evaluation,
+    "is_correct",
     lambda texts, fields: np.arange(len(texts)) == 0,
   )
-  m = trainer.evaluate(trainer.initial_params, 0)
+  m = evaluation.evaluate(trainer, trainer.initial_params, 0)
   assert m["eval/accuracy"] == pytest.approx(2 / 12)
   assert m["eval/pass@2"] == pytest.approx(2 / 12)
   assert m["eval/mean@2"] == pytest.approx(1 / 12)
@@ -412,7 +415,7 @@ def test_consecutive_skipped_steps_are_reported_and_stop_the_run(
   config.control.enabled = False
   config.train.steps = 5
   config.train.max_consecutive_skips = 2
-  original = train.loop._rl_batch
+  original = rollout_lib.rl_batch
 
   def poisoned(*args):
     batch = original(*args)
@@ -420,12 +423,12 @@ def test_consecutive_skipped_steps_are_reported_and_stop_the_run(
     batch["rewards"] = np.full_like(batch["rewards"], np.inf)
     return batch
 
-  monkeypatch.setattr(train.loop, "_rl_batch", poisoned)
+  monkeypatch.setattr(rollout_lib, "rl_batch", poisoned)
   workdir = str(tmp_path / "run")
   with (
     caplog.at_level("WARNING"),
     pytest.raises(
-      train.loop.TrainingDivergedError,
+      train.TrainingDivergedError,
       match=r"rl: 2 update steps in a row \(to step 2\) were skipped, "
       r"reaching train.max_consecutive_skips=2; likely cause: the loss is "
       r"not finite",
@@ -445,7 +448,7 @@ def test_absurd_update_stops_before_it_is_saved(tmp_path):
   config.sft.learning_rate = 1e10
   workdir = str(tmp_path / "run")
   with pytest.raises(
-    train.loop.TrainingDivergedError,
+    train.TrainingDivergedError,
     match=r"sft step 1: one update grew the params' global norm .* times .*"
     r"train.max_param_norm_growth=2.0; stopped before saving it",
   ):
@@ -471,8 +474,8 @@ def test_rl_resumes_from_its_own_checkpoints_when_every_sft_one_is_bad(
   workdir = str(tmp_path / "run")
   trainer = loop.Trainer(config, workdir)
   for phase, algo, step in (
-    ("sft", loop.make_sft_algo(config), 2),
-    ("rl", loop.make_algo(config, 1), 1),
+    ("sft", config_lib.make_sft_algo(config), 2),
+    ("rl", config_lib.make_algo(config, 1), 1),
   ):
     state = algos.create_train_state(
       trainer.graphdef, trainer.initial_params, algo, trainer.mesh
@@ -497,11 +500,10 @@ def test_rl_resumes_from_its_own_checkpoints_when_every_sft_one_is_bad(
 
 
 def test_summarise_splits_by_category_with_standard_errors():
-  from rlx.train import loop
 
   examples = [{"category": c} for c in "aabbb"]
   values = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
-  m = loop.summarise({"accuracy": values}, examples, "eval")
+  m = evaluation.summarise({"accuracy": values}, examples, "eval")
   assert m["eval/accuracy"] == pytest.approx(0.6)
   assert m["eval/accuracy_se"] == pytest.approx(np.std(values, ddof=1) / 5**0.5)
   assert m["eval/a/accuracy"] == pytest.approx(0.5)
@@ -513,7 +515,7 @@ def test_summarise_splits_by_category_with_standard_errors():
     f"eval/{g}accuracy{s}" for g in ("", "a/", "b/") for s in ("", "_se")
   }
   # Without categories: overall only.
-  m = loop.summarise({"accuracy": values}, [{}] * 5, "eval")
+  m = evaluation.summarise({"accuracy": values}, [{}] * 5, "eval")
   assert set(m) == {"eval/accuracy", "eval/accuracy_se"}
 
 
@@ -577,7 +579,6 @@ def test_accuracy_metric_agrees_with_reward():
   where the task's reward gives 1.0: a Countdown `\\boxed{}` without
   `<answer>` tags is no answer for either."""
   from rlx import rewards
-  from rlx.train import loop
 
   completions = [
     "<answer>5-3</answer>",
@@ -592,16 +593,16 @@ def test_accuracy_metric_agrees_with_reward():
   fields = {"numbers": [[3, 5]] * n, "target": [2] * n}
   reward = rewards.countdown_reward(["p"] * n, completions, **fields)
   np.testing.assert_array_equal(
-    loop._is_correct(completions, fields), np.equal(reward, 1.0)
+    rollout_lib.is_correct(completions, fields), np.equal(reward, 1.0)
   )
-  assert list(loop._is_correct(completions, fields)) == [
+  assert list(rollout_lib.is_correct(completions, fields)) == [
     True, False, False, True, False, True, False,
   ]  # fmt: skip
   answers = ["2", "\\boxed{2}", "<answer>2 = 2</answer>", "<answer>1 = 2</a"]
   fields = {"answer": ["2"] * 4}
   reward = rewards.accuracy_reward(["p"] * 4, answers, **fields)
   np.testing.assert_array_equal(
-    loop._is_correct(answers, fields), np.equal(reward, 1.0)
+    rollout_lib.is_correct(answers, fields), np.equal(reward, 1.0)
   )
 
 
@@ -628,3 +629,43 @@ def test_unimportable_user_reward_fails_before_sft(tmp_path):
   with pytest.raises(RewardError, match="no_such_module_here"):
     train.run(config, workdir)
   assert not metrics_lib.read_metrics(workdir)
+
+
+def test_rl_passes_each_reward_for_normalize_then_sum(tmp_path, monkeypatch):
+  """With two reward functions the GRPO batch carries each one's values
+  ([N, 2]) and the algorithm the reward section's weights, so that TRL's
+  `normalize_then_sum` normalises each within its group before summing."""
+  from rlx.algos import advantages as adv_lib
+
+  config = tiny(load_config("grpo_arithmetic.py"))
+  config.sft.steps = 0
+  config.control.enabled = False
+  config.train.steps = 1
+  config.reward.weights = {"accuracy": 1.0, "format": 0.25}
+  config.algo.options.multi_objective_aggregation = "normalize_then_sum"
+  seen = []
+  original = rollout_lib.rl_batch
+
+  def spy(trainer, rollout, per_reward):
+    batch = original(trainer, rollout, per_reward)
+    seen.append((batch["rewards"], rollout.rewards))
+    return batch
+
+  monkeypatch.setattr(rollout_lib, "rl_batch", spy)
+  train.run(config, str(tmp_path / "run"))
+  table, total = seen[0]
+  assert table.shape == (len(total), 2)
+  np.testing.assert_allclose(
+    adv_lib.weighted_total(table, (1.0, 0.25)), total, rtol=1e-6
+  )
+  algo = config_lib.make_algo(config, 1)
+  assert algo.config.reward_weights == (1.0, 0.25)
+  G = config.rollout.num_samples
+  batch, _ = algo.config.prepare_batch({"rewards": table}, G)
+  want, _ = adv_lib.group_advantages(
+    table, G, weights=(1.0, 0.25), aggregation="normalize_then_sum"
+  )
+  np.testing.assert_allclose(batch["advantages"], want, rtol=1e-6)
+  config.algo.options.reward_weights = (1.0, 1.0)
+  with pytest.raises(ConfigError, match="set the weights in config.reward"):
+    config_lib.make_algo(config, 1)

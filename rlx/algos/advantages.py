@@ -70,7 +70,7 @@ def group_advantages(
   *,
   scale: str = "group",
   eps: float = 1e-4,
-  std_floor: float = 1e-3,
+  std_floor: float = 1e-8,
   weights=None,
   aggregation: str = "sum_then_normalize",
 ):

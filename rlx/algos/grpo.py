@@ -75,6 +75,12 @@ class GRPOConfig:
     without a stop (`batch['truncated']`) out of the loss (DAPO).
   sapo_temperature_pos / _neg, vespo_k_pos / _lambda_pos / _k_neg /
     _lambda_neg: the SAPO and VESPO parameters (TRL's defaults).
+  top_entropy_quantile: keep the policy loss only on the tokens whose
+    entropy is in this top fraction of the batch's completion tokens (TRL,
+    "Beyond the 80/20 rule"); 1 keeps every token.
+  adv_eps: the advantage's denominator is std + adv_eps (TRL: 1e-4).
+  std_floor: groups whose reward std is <= this count as constant (TRL's
+    `isclose(std, 0)`, atol 1e-8): advantage exactly 0, `frac_zero_std`.
   """
 
   loss_type: str = "grpo"
@@ -97,8 +103,9 @@ class GRPOConfig:
   vespo_k_neg: float = 3.0
   vespo_lambda_neg: float = 2.0
   adv_eps: float = 1e-4
-  std_floor: float = 1e-3
+  std_floor: float = 1e-8
   entropy_coef: float = 0.0
+  top_entropy_quantile: float = 1.0
 
   def __post_init__(self):
     scale = self.scale_rewards
@@ -147,6 +154,11 @@ class GRPOConfig:
     c("adv_eps", self.adv_eps >= 0, ">= 0")
     c("std_floor", self.std_floor >= 0, ">= 0")
     c("entropy_coef", self.entropy_coef >= 0, ">= 0")
+    c(
+      "top_entropy_quantile",
+      0 < self.top_entropy_quantile <= 1,
+      "in (0, 1]",
+    )
 
   @property
   def needs_reference(self) -> bool:
@@ -154,7 +166,7 @@ class GRPOConfig:
 
   @property
   def needs_entropy(self) -> bool:
-    return self.entropy_coef > 0
+    return self.entropy_coef > 0 or self.top_entropy_quantile < 1
 
   def prepare_batch(self, batch: dict, group_size: int, **_):
     """Adds `advantages` [N] from `rewards` ([N], or [N, K] per reward
@@ -286,6 +298,10 @@ def grpo_loss(
     config, logp_BxT, log_ratio, adv, mask
   )
   metrics = losses.ratio_metrics(ratio, low, high, log_ratio, mask)
+  if config.top_entropy_quantile < 1:
+    per_token = per_token * high_entropy_mask(
+      entropy_BxT, mask, config.top_entropy_quantile
+    )
   aggregate = functools.partial(
     losses.aggregate,
     mask_BxT=mask,
@@ -304,6 +320,17 @@ def grpo_loss(
     loss = loss - config.entropy_coef * losses.masked_mean(entropy_BxT, mask)
   metrics["loss"] = loss
   return loss, metrics
+
+
+def high_entropy_mask(entropy_BxT, mask_BxT, top_quantile: float):
+  """[B, T] bool: completion tokens whose entropy is at least the (1 -
+  `top_quantile`) quantile (linear interpolation, as `torch.quantile`) of
+  the entropies of all completion tokens in the batch. No gradient."""
+  entropy = jax.lax.stop_gradient(entropy_BxT)
+  threshold = jnp.nanquantile(
+    jnp.where(mask_BxT, entropy, jnp.nan), 1.0 - top_quantile
+  )
+  return mask_BxT & (entropy >= threshold)
 
 
 def truncated_completions(tokens_NxL, lengths_N, stops) -> np.ndarray:

@@ -467,6 +467,32 @@ class RewardRunner:
       `reward_failures/<name>/<cause>` (the same by cause, see the module
       docstring) and `reward/total` (mean total over the scored samples).
     """
+    total, _, metrics = self.compute_each(
+      specs,
+      prompts,
+      completions,
+      task_fields,
+      timeout_s=timeout_s,
+      fail_on_error=fail_on_error,
+      max_abs=max_abs,
+    )
+    return total, metrics
+
+  def compute_each(
+    self,
+    specs: Sequence,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    task_fields: Mapping[str, Any] | None = None,
+    *,
+    timeout_s: float = 10.0,
+    fail_on_error: bool = False,
+    max_abs: float = DEFAULT_MAX_ABS,
+  ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """`compute`, also returning each reward function's own values:
+    `(total [N], per_reward [N, K] unweighted, NaN where that function did
+    not score the sample, metrics)`, K in the order of `specs`. GRPO's
+    `multi_objective_aggregation='normalize_then_sum'` needs the table."""
     specs = [RewardSpec.parse(s) for s in specs]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -486,13 +512,14 @@ class RewardRunner:
     except (TypeError, ValueError) as e:
       raise TypeError(f"task fields must be JSON-able: {e}") from e
     total = np.zeros(n, np.float64)
+    table = np.full((n, len(specs)), np.nan, np.float32)
     scored = np.zeros(n, bool)
     metrics = {}
     with self._lock:
       self._data = payload
       self._data_sent = False
       try:
-        for spec in specs:
+        for k, spec in enumerate(specs):
           values, counts = self._run_spec(
             spec,
             n,
@@ -503,6 +530,7 @@ class RewardRunner:
           )
           _log_invalid(spec.name, counts, n)
           ok = np.isfinite(values)
+          table[:, k] = np.where(ok, values, np.nan)
           total += np.where(ok, spec.weight * values, 0.0)
           scored |= ok
           metrics[f"reward/{spec.name}"] = _mean(values[ok])
@@ -519,7 +547,7 @@ class RewardRunner:
       )
     total32[~scored] = np.nan
     metrics["reward/total"] = _mean(total[scored])
-    return total32, metrics
+    return total32, table, metrics
 
 
 def _invalid_cause(v, bound: float) -> str | None:
@@ -585,13 +613,16 @@ def compute_rewards(
   fail_on_error: bool = False,
   max_abs: float = DEFAULT_MAX_ABS,
   memory_limit_mb: int | None = None,
-) -> tuple[np.ndarray, dict[str, float]]:
+  per_reward: bool = False,
+):
   """`RewardRunner.compute` on the process-wide runner, whose worker gets
-  `memory_limit_mb` (None: keep the runner's)."""
+  `memory_limit_mb` (None: keep the runner's); with `per_reward`,
+  `RewardRunner.compute_each` (total, [N, K] table, metrics)."""
   runner = default_runner()
   if memory_limit_mb is not None:
     runner.memory_limit_mb = memory_limit_mb
-  return runner.compute(
+  compute = runner.compute_each if per_reward else runner.compute
+  return compute(
     specs,
     prompts,
     completions,

@@ -1,12 +1,25 @@
-"""The training loop, checkpoints, metrics and the config schema."""
+"""Training: small public pieces that scripts compose, and `run`, which
+composes them as `experiments/run.py` does.
+
+- `Trainer` (trainer.py): what a run builds once from its config.
+- rollout.py: `generate`, `score`, `Rollout`, `dynamic_sampling`, `rl_batch`.
+- evaluation.py: `evaluate`, `summarise`, `teacher_metrics`.
+- lm.py: `sequence_logprobs`, `next_token_logprobs`, `LMTrainer` (a causal LM
+  fitted to any token rows, for density experiments).
+- phases.py: `run_sft`, `supervised_phase`, `run_rl`, `run_control`.
+- loop.py: `run(config, workdir)`; checkpoint.py, metrics.py, config.py.
+"""
 
 from rlx.train.config import ConfigError, check_config, default_config
-from rlx.train.loop import Trainer, run
+from rlx.train.loop import run
 from rlx.train.metrics import format_summary
+from rlx.train.phases import TrainingDivergedError
+from rlx.train.trainer import Trainer
 
 __all__ = [
   "ConfigError",
   "Trainer",
+  "TrainingDivergedError",
   "check_config",
   "default_config",
   "format_summary",

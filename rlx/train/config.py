@@ -493,6 +493,15 @@ def make_algo(config, updates_per_step: int):
   if algos.ALGORITHMS.get(a.name, (None,))[0] is algos.GRPOConfig:
     # Dr. GRPO's normaliser is the completion budget, as in TRL.
     options.setdefault("max_completion_length", config.rollout.max_new_tokens)
+    # The loop passes each reward function's values ([N, K], in the order
+    # of `reward.weights`) for `multi_objective_aggregation`; the weights
+    # are the reward section's, as TRL's `reward_weights` are its own.
+    if "reward_weights" in options:
+      raise ConfigError(
+        f"config.algo.options.reward_weights={options['reward_weights']!r}: "
+        "set the weights in config.reward.weights (name: weight) instead"
+      )
+    options["reward_weights"] = tuple(config.reward.weights.values())
   try:
     return algos.make(
       a.name,

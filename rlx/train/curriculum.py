@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from rlx import rewards
+from rlx.train import rollout as rollout_lib
 
 SAMPLINGS = ("uniform", "pass_rate")
 FILE = "curriculum.json"
@@ -91,15 +92,22 @@ def _sampled_chunks(trainer, params, examples, num_samples, key, temperature):
     chunk = list(examples[start : start + batch])
     padded = chunk + [chunk[-1]] * (batch - len(chunk))
     sub = jax.random.fold_in(key, start)
-    _, _, out = trainer.generate(
-      params, padded, sub, temperature, num_samples, "sample"
+    out = rollout_lib.generate(
+      trainer,
+      params,
+      padded,
+      sub,
+      temperature=temperature,
+      num_samples=num_samples,
+      strategy="sample",
     )
-    texts = trainer.decode_texts(out)
-    fields = trainer.task_fields(trainer.local(padded), num_samples)
-    ok = np.asarray(rewards.is_correct(texts, fields), bool)
+    fields = rollout_lib.task_fields(
+      trainer, trainer.local(padded), num_samples
+    )
+    ok = np.asarray(rewards.is_correct(out.texts, fields), bool)
     lengths = np.asarray(out.lengths).reshape(-1, num_samples)
     rows = trainer.rows(batch)
-    yield len(chunk), rows, texts, lengths, ok.reshape(-1, num_samples)
+    yield len(chunk), rows, out.texts, lengths, ok.reshape(-1, num_samples)
 
 
 def sample_groups(
