@@ -8,6 +8,28 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
+def _check_weights(weights, n: int) -> np.ndarray:
+  """Sampling weights as float64 probabilities, or a ValueError that says
+  what is wrong with them."""
+  try:
+    w = np.asarray(weights, np.float64)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"weights must be numbers, got {weights!r}") from e
+  if w.shape != (n,):
+    raise ValueError(
+      f"weights must have one entry per example: shape {w.shape}, "
+      f"expected ({n},)"
+    )
+  if not np.isfinite(w).all() or (w < 0).any():
+    bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
+    raise ValueError(
+      f"weights must be finite and >= 0; weights[{bad}] = {float(w[bad])}"
+    )
+  if not w.sum() > 0:
+    raise ValueError("weights are all 0: no example could be drawn")
+  return w / w.sum()
+
+
 class DataIterator:
   """Endless iterator of full batches over shuffled epochs.
 
@@ -17,9 +39,21 @@ class DataIterator:
   exactly `batch_size` examples and a batch may straddle two epochs. The
   position is `state()`, a JSON-able `{"epoch", "index"}` (the next example
   is number `index` of epoch `epoch`); `restore(state)` resumes exactly.
+
+  With `weights` (one non-negative number per example, not all 0), an
+  epoch is instead `len(examples)` draws with replacement, example i with
+  probability `weights[i] / sum(weights)`: prioritised sampling, where an
+  example of weight 0 is never drawn (a curriculum, `rlx.train.curriculum`).
+  The order is still a function of (seed, epoch), so it resumes the same.
   """
 
-  def __init__(self, examples: Sequence, batch_size: int, seed: int = 0):
+  def __init__(
+    self,
+    examples: Sequence,
+    batch_size: int,
+    seed: int = 0,
+    weights: Sequence[float] | np.ndarray | None = None,
+  ):
     if not len(examples):
       raise ValueError("DataIterator needs at least one example")
     if int(batch_size) != batch_size or batch_size < 1:
@@ -29,6 +63,9 @@ class DataIterator:
     self._examples = examples
     self._batch_size = int(batch_size)
     self._seed = int(seed)
+    self._probs = (
+      None if weights is None else _check_weights(weights, len(examples))
+    )
     self._epoch = 0
     self._index = 0
     self._order_epoch = -1
@@ -37,7 +74,11 @@ class DataIterator:
   def _epoch_order(self) -> np.ndarray:
     if self._order_epoch != self._epoch:
       rng = np.random.default_rng((self._seed, self._epoch))
-      self._order = rng.permutation(len(self._examples))
+      n = len(self._examples)
+      if self._probs is None:
+        self._order = rng.permutation(n)
+      else:
+        self._order = rng.choice(n, size=n, replace=True, p=self._probs)
       self._order_epoch = self._epoch
     return self._order
 

@@ -74,6 +74,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.rollout.dynamic_sampling = False  # DAPO: resample zero-std groups
   c.rollout.dynamic_sampling_max_rounds = 4
 
+  # Which prompts RL draws (rlx.train.curriculum): "uniform", or
+  # "pass_rate", Kimi k1.5's prioritised sampling by the SFT model's pass
+  # rate over num_samples samples (always- and never-solved prompts left
+  # out), estimated on the first num_prompts training prompts (0: all).
+  c.curriculum = ml_collections.ConfigDict()
+  c.curriculum.sampling = "uniform"
+  c.curriculum.num_samples = 8
+  c.curriculum.num_prompts = 0
+
   c.algo = ml_collections.ConfigDict()
   c.algo.name = "grpo"
   c.algo.num_epochs = 1
@@ -353,6 +362,9 @@ def check_config(config, num_devices: int | None = None) -> None:
     f"allowed {sorted(tasks.TASKS)}",
   )
   _check_rewards(config)
+  from rlx.train import curriculum
+
+  make_dataclass(curriculum.CurriculumConfig, config.curriculum, "curriculum")
   _require(
     r.strategy in ROLLOUT_STRATEGIES,
     "rollout.strategy",

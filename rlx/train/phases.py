@@ -22,7 +22,7 @@ from rlx import algos, decoding
 from rlx.data import DataIterator
 from rlx.data import tasks as tasks_lib
 from rlx.train import checkpoint as ckpt_lib
-from rlx.train import evaluation
+from rlx.train import curriculum, evaluation
 from rlx.train import rollout as rollout_lib
 from rlx.train.config import (
   ConfigError,
@@ -353,7 +353,10 @@ def run_rl(trainer: Trainer, sft_params, writer):
     async_save=config.train.async_checkpoints,
   )
   data = DataIterator(
-    trainer.task.train, r.prompts_per_step, seed=config.seed + 2
+    trainer.task.train,
+    r.prompts_per_step,
+    seed=config.seed + 2,
+    weights=curriculum.rl_weights(trainer, sft_params),
   )
   start, running_mean, elapsed = 0, 0.0, 0.0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like(state))
