@@ -5,15 +5,19 @@ the problems the model can solve?
 
   python experiments/reproductions/honesty.py --workdir=runs/honesty [--quick]
 
-Data. The default run's task `a±b±c=` (one-digit operands, a teacher that
-drops 70% of its carries) made into a mix: a share `unanswerable` of the
-problems has an operand shown as `?` (`7+?-3=`; category `hard`, no answer
-is right), the rest are ordinary (`easy`). The SFT teacher hallucinates on
-the hard ones (it solves them with the hidden operand as if given), and on
-a share `abstain_rate` of problems of both kinds alike it writes
-`<think></think><answer>I don't know</answer>`, so that the SFT model can
-abstain at all but has no reason to prefer abstaining on hard problems
-(`rlx.data.tasks.arithmetic_task`).
+Data. The default run's task `a±b±c=` (one-digit operands) made into a
+mix: a share `unanswerable` of the problems has an operand shown as `?`
+(`7+?-3=`; category `hard`, no answer is right), the rest are ordinary
+(`easy`). The SFT teacher solves the easy ones exactly and hallucinates on
+the hard ones (it solves them with the hidden operand as if it were
+given); on a share `abstain_rate` of problems of both kinds alike it
+writes `<think></think><answer>I don't know</answer>` instead, so that the
+SFT model can abstain at all but has no reason to prefer abstaining on
+hard problems (`rlx.data.tasks.arithmetic_task`). The teacher is exact on
+the easy problems (not the default run's carry-dropping one): R1's claim
+is about problems the model can solve, and a measured first try with the
+carry-dropping teacher left a third of the easy problems at a sampled
+accuracy near the abstention's 0.2, where abstaining is the better bet.
 
 Method. SFT once; export; then two GRPO runs from the exported SFT model
 with `grpo_arithmetic`'s settings (lr 3e-5, the rate measured not to damage
@@ -67,11 +71,11 @@ FULL = dict(
   unanswerable=0.25,  # share of problems with an operand shown as `?`
   abstain_rate=0.1,  # the teacher's abstentions, on both kinds alike
   sft_steps=450,
-  rl_steps=100,
+  rl_steps=50,
   rl_learning_rate=3e-5,  # README, "Choosing the RL learning rate"
   k=4,  # samples per held-out prompt at temperature 1
 )
-QUICK = dict(FULL, num_eval=192, sft_steps=250, rl_steps=30)
+QUICK = dict(FULL, num_eval=128, sft_steps=200, rl_steps=15)
 LABELS = {
   "after_sft": "after SFT",
   "accuracy_reward": "RL, accuracy reward",
@@ -91,6 +95,8 @@ def config(p: dict, checkpoint: str = "", arm: str = ""):
   reward."""
   c = base_config()
   c.task.options.update(
+    teacher="exact",
+    teacher_rate=0.0,
     num_train=p["num_train"],
     num_eval=p["num_eval"],
     unanswerable=p["unanswerable"],
@@ -105,7 +111,7 @@ def config(p: dict, checkpoint: str = "", arm: str = ""):
   c.train.save_every = p["rl_steps"]
   c.train.progress = False
   c.train.export = False
-  c.eval.num_prompts = p["num_eval"]
+  c.eval.num_prompts = 64  # the phase's own log; `measure` uses them all
   c.eval.num_samples = 0
   if checkpoint:  # the exported SFT model and its tokenizer
     c.model.checkpoint = checkpoint
@@ -355,7 +361,6 @@ def paragraph(results: dict) -> str:
   acc, hon = results["accuracy_reward"], results["honesty_reward"]
   sft = results["after_sft"]
   c = results["claims"]
-  carry = results["accuracy_easy_by_carry"]
   verdict = (
     "R1's claim reproduces"
     if all(c.values())
@@ -364,9 +369,9 @@ def paragraph(results: dict) -> str:
   parts = [
     f"The default run's task `a±b±c=` with {_pct(s['unanswerable'])} of the "
     "problems made unanswerable (an operand shown as `?`, category `hard`; "
-    "no answer is right). The SFT data: the teacher's worked solutions, "
-    "which drop 70% of carries and, on the hard problems, solve with the "
-    "hidden operand as if it were given (hallucinated answers); on "
+    "no answer is right). The SFT data: the teacher's exact worked "
+    "solutions on the easy problems and, on the hard ones, solutions with "
+    "the hidden operand used as if it were given (hallucinated answers); on "
     f"{_pct(s['abstain_rate'])} of problems of both kinds alike the teacher "
     "writes `<think></think><answer>I don't know</answer>` instead. "
     f"SFT ({s['sft_steps']} steps), then two GRPO runs of {s['rl_steps']} "
@@ -395,13 +400,6 @@ def paragraph(results: dict) -> str:
     + f"). After SFT: {_pct(sft['wrong_rate'])} wrong, "
     f"{_pct(sft['abstain_rate_hard'])} abstention on hard, "
     f"{_pct(sft['abstain_rate_easy'])} on easy.",
-    "- Easy accuracy split by carry (the class the teacher gets wrong): "
-    + "; ".join(
-      f"{LABELS[m]} {_pct(carry[m]['carry'])} with a carry, "
-      f"{_pct(carry[m]['no_carry'])} without"
-      for m in LABELS
-    )
-    + ".",
   ]
   if s["quick"]:
     parts.append("- A --quick run: smaller sizes, for the test only.")
