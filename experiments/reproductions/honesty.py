@@ -13,11 +13,16 @@ the hard ones (it solves them with the hidden operand as if it were
 given); on a share `abstain_rate` of problems of both kinds alike it
 writes `<think></think><answer>I don't know</answer>` instead, so that the
 SFT model can abstain at all but has no reason to prefer abstaining on
-hard problems (`rlx.data.tasks.arithmetic_task`). The teacher is exact on
-the easy problems (not the default run's carry-dropping one): R1's claim
-is about problems the model can solve, and a measured first try with the
-carry-dropping teacher left a third of the easy problems at a sampled
-accuracy near the abstention's 0.2, where abstaining is the better bet.
+hard problems (`rlx.data.tasks.arithmetic_task`).
+
+The teacher is exact on the easy problems, not the default run's
+carry-dropping one: R1's claim is about problems the model can solve. A
+first try with the carry-dropping teacher (at about the --quick sizes: 250
+SFT steps, 30 RL steps) gave an SFT model right on 38% of the easy prompts
+(2% of those with a carry), and the honesty reward then taught it to
+abstain on 70% of the easy prompts (easy accuracy 13%, against 35% with
+plain accuracy): where the model's chance of being right is below the
+abstention's 0.2, abstaining is the better bet, and the reward says so.
 
 Method. SFT once; export; then two GRPO runs from the exported SFT model
 with `grpo_arithmetic`'s settings (lr 3e-5, the rate measured not to damage
