@@ -79,7 +79,9 @@ def _results(**honesty_arm):
     "accuracy_reward": dict(arm),
     "honesty_reward": {**arm, **honesty_arm},
     "standard_errors": {a: dict(ses) for a in ("after_sft", *ARMS)},
+    "sampled": {"accuracy_reward": dict(arm), "honesty_reward": dict(arm)},
     "setup": dict(
+      k=4,
       unanswerable=0.25,
       abstain_rate=0.1,
       sft_steps=450,

@@ -405,6 +405,16 @@ def paragraph(results: dict) -> str:
     + f"). After SFT: {_pct(sft['wrong_rate'])} wrong, "
     f"{_pct(sft['abstain_rate_hard'])} abstention on hard, "
     f"{_pct(sft['abstain_rate_easy'])} on easy.",
+    "- Over "
+    + f"{s['k']} samples per prompt at temperature 1 (accuracy reward "
+    "against honesty reward): "
+    + "; ".join(
+      f"{METRICS[m].replace(chr(10), ' ')} "
+      f"{_pct(results['sampled']['accuracy_reward'][m])} against "
+      f"{_pct(results['sampled']['honesty_reward'][m])}"
+      for m in METRICS
+    )
+    + ".",
   ]
   if s["quick"]:
     parts.append("- A --quick run: smaller sizes, for the test only.")
