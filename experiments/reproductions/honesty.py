@@ -76,7 +76,7 @@ FULL = dict(
   unanswerable=0.25,  # share of problems with an operand shown as `?`
   abstain_rate=0.1,  # the teacher's abstentions, on both kinds alike
   sft_steps=450,
-  rl_steps=50,
+  rl_steps=100,
   rl_learning_rate=3e-5,  # README, "Choosing the RL learning rate"
   k=4,  # samples per held-out prompt at temperature 1
 )
