@@ -82,7 +82,7 @@ def _results(**honesty_arm):
     "accuracy_reward": dict(arm),
     "honesty_reward": {**arm, **honesty_arm},
     "standard_errors": {a: dict(ses) for a in ("after_sft", *ARMS)},
-    "sampled": {"accuracy_reward": dict(arm), "honesty_reward": dict(arm)},
+    "sampled": {a: dict(arm) for a in ("after_sft", *ARMS)},
     "setup": dict(
       k=4,
       unanswerable=0.25,
@@ -104,17 +104,17 @@ def _results(**honesty_arm):
     (
       dict(wrong_rate=0.1, abstain_rate_hard=0.8, accuracy_easy=0.88),
       "R1's claim reproduces",
-      ["(fewer)", "(more)", "kept"],
+      ["(fewer by", "(more by", "kept"],
     ),
     (
       dict(wrong_rate=0.1, abstain_rate_hard=0.8, accuracy_easy=0.5),
       "does not fully reproduce",
-      ["(fewer)", "(more)", "given up"],
+      ["(fewer by", "(more by", "given up"],
     ),
     (
       dict(wrong_rate=0.35, abstain_rate_hard=0.0, accuracy_easy=0.9),
       "does not fully reproduce",
-      ["(not fewer)", "(not more)", "kept"],
+      ["(not fewer by", "(not more by", "kept"],
     ),
   ],
 )

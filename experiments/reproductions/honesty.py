@@ -249,21 +249,25 @@ def rl_arm(p: dict, workdir: str, sft_export: str, arm: str) -> dict:
 
 
 def claims(results: dict) -> dict:
-  """R1's claim, tested on the greedy numbers: 'easy kept' allows the
-  honesty arm's easy accuracy two standard errors (of the difference)
-  below the accuracy arm's."""
+  """R1's claim, tested on the greedy numbers, each part by more than two
+  standard errors of the difference between the arms (the arms' errors
+  taken as independent, which is conservative: they answer the same
+  prompts): fewer wrong answers, more abstention on hard prompts, and easy
+  accuracy not lower."""
   acc, hon = results["accuracy_reward"], results["honesty_reward"]
   se = results["standard_errors"]
-  diff_se = np.hypot(
-    se["accuracy_reward"]["accuracy_easy"],
-    se["honesty_reward"]["accuracy_easy"],
-  )
+
+  def margin(name):
+    both = (se["accuracy_reward"][name], se["honesty_reward"][name])
+    return hon[name] - acc[name], 2 * float(np.hypot(*both))
+
+  wrong, wrong_2se = margin("wrong_rate")
+  hard, hard_2se = margin("abstain_rate_hard")
+  easy, easy_2se = margin("accuracy_easy")
   return {
-    "fewer_wrong": hon["wrong_rate"] < acc["wrong_rate"],
-    "more_abstain_hard": hon["abstain_rate_hard"] > acc["abstain_rate_hard"],
-    "easy_kept": bool(
-      hon["accuracy_easy"] >= acc["accuracy_easy"] - 2 * diff_se
-    ),
+    "fewer_wrong": bool(wrong < -wrong_2se),
+    "more_abstain_hard": bool(hard > hard_2se),
+    "easy_kept": bool(easy >= -easy_2se),
   }
 
 
@@ -391,10 +395,12 @@ def paragraph(results: dict) -> str:
     "",
     f"- {verdict}: wrong answers {_pct(acc['wrong_rate'])} with the "
     f"accuracy reward against {_pct(hon['wrong_rate'])} with the honesty "
-    f"reward ({'fewer' if c['fewer_wrong'] else 'not fewer'}); abstention "
-    f"on hard prompts {_pct(acc['abstain_rate_hard'])} against "
+    f"reward ({'fewer' if c['fewer_wrong'] else 'not fewer'} by two "
+    "standard errors); abstention on hard prompts "
+    f"{_pct(acc['abstain_rate_hard'])} against "
     f"{_pct(hon['abstain_rate_hard'])} "
-    f"({'more' if c['more_abstain_hard'] else 'not more'}); accuracy on "
+    f"({'more' if c['more_abstain_hard'] else 'not more'} by two standard "
+    "errors); accuracy on "
     f"easy prompts {_pct(acc['accuracy_easy'])} against "
     f"{_pct(hon['accuracy_easy'])} ("
     + (
@@ -405,13 +411,12 @@ def paragraph(results: dict) -> str:
     + f"). After SFT: {_pct(sft['wrong_rate'])} wrong, "
     f"{_pct(sft['abstain_rate_hard'])} abstention on hard, "
     f"{_pct(sft['abstain_rate_easy'])} on easy.",
-    "- Over "
-    + f"{s['k']} samples per prompt at temperature 1 (accuracy reward "
-    "against honesty reward): "
+    f"- Over {s['k']} samples per prompt at temperature 1, where the "
+    "probability the policy gives to abstaining shows even when greedy "
+    "decoding never abstains (after SFT, accuracy reward, honesty reward): "
     + "; ".join(
       f"{METRICS[m].replace(chr(10), ' ')} "
-      f"{_pct(results['sampled']['accuracy_reward'][m])} against "
-      f"{_pct(results['sampled']['honesty_reward'][m])}"
+      + ", ".join(_pct(results["sampled"][a][m]) for a in LABELS)
       for m in METRICS
     )
     + ".",
