@@ -24,6 +24,14 @@ abstain on 70% of the easy prompts (easy accuracy 13%, against 35% with
 plain accuracy): where the model's chance of being right is below the
 abstention's 0.2, abstaining is the better bet, and the reward says so.
 
+RL length. After 50 of the 100 steps (a first full run stopped there) the
+honesty arm abstained on no hard prompt greedily; sampled at temperature 1
+its abstentions were 8% on hard and 3% on easy prompts (after SFT 11% and
+11%; accuracy arm 2% and 2%). The SFT model abstains alike on both kinds
+through one shared first token, so the reward first pushed abstention down
+on the easy prompts (0.2 against 1.0, on 75% of the prompts) and made it
+depend on the `?` only later (100 steps: 48% against 4%, sampled).
+
 Method. SFT once; export; then two GRPO runs from the exported SFT model
 with `grpo_arithmetic`'s settings (lr 3e-5, the rate measured not to damage
 this model), differing only in the reward:
