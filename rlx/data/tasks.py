@@ -26,6 +26,8 @@ COUNTDOWN_TEMPLATE = (
   "Reply <think>...</think><answer>equation</answer>"
 )
 _MAX_DIGITS = 18
+# What a teacher writes when it abstains; `rlx.rewards.honesty` rewards it.
+ABSTAIN_PHRASE = "I don't know"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +154,9 @@ def arithmetic_example(
   teacher_rate: float = 0.0,
   teacher_rng: np.random.Generator | None = None,
   trace: str = "short",
+  unanswerable: float = 0.0,
+  abstain_rate: float = 0.0,
+  abstain_phrase: str = ABSTAIN_PHRASE,
 ) -> dict:
   """One integer arithmetic problem, e.g. `12+7*3` with answer `33`.
 
@@ -166,15 +171,37 @@ def arithmetic_example(
   can write as `[probability, text]`, so that SFT can draw a fresh one each
   time it uses the example (`draw_solution`). `trace` is the style of the
   worked solutions: `short` or `verbose` (`verbose_trace`).
+
+  Honesty (R1's reward against hallucination): with probability
+  `unanswerable` one operand is shown as `?` (`7+?-3`), so no answer is
+  right: `answer` is None and the `category` is `hard` (else `easy`, with
+  the carry class in the field `carry`). The teacher then hallucinates: it
+  solves the problem with the hidden operand as if it had been given. With
+  probability `abstain_rate`, on problems of both kinds alike, the teacher
+  writes `<think></think><answer>{abstain_phrase}</answer>` instead, so
+  that a policy trained on it can abstain at all. With both at 0 the
+  problem (and every random draw) is as without them.
   """
-  worked = _worked if trace == "short" else verbose_trace
+
+  def worked(steps, answer):
+    if steps is None or trace == "short":  # None: the teacher abstains
+      return _worked(steps, answer, abstain_phrase)
+    return verbose_trace(steps, answer)
+
   operands = [int(x) for x in rng.integers(0, 10**digits, num_operands)]
   chosen = [ops[i] for i in rng.integers(0, len(ops), num_operands - 1)]
-  expression = str(operands[0]) + "".join(
-    f"{op}{x}" for op, x in zip(chosen, operands[1:])
+  hidden = None
+  if unanswerable > 0 and rng.random() < unanswerable:
+    hidden = int(rng.integers(0, num_operands))
+  shown = ["?" if i == hidden else str(x) for i, x in enumerate(operands)]
+  expression = shown[0] + "".join(
+    f"{op}{x}" for op, x in zip(chosen, shown[1:])
   )
   value, exact_steps = solve_arithmetic(operands, chosen)
   paths = teacher_solutions(operands, chosen, teacher, teacher_rate)
+  if abstain_rate > 0:
+    paths = [(p * (1 - abstain_rate), v, s) for p, v, s in paths]
+    paths.append((abstain_rate, None, None))
   if len(paths) > 1:
     if teacher_rng is None:
       raise ValueError(f"teacher {teacher!r} needs a teacher_rng")
@@ -188,21 +215,35 @@ def arithmetic_example(
   # Dropping every carry changes the solution iff the exact one carries.
   ((_, _, dropped),) = teacher_solutions(operands, chosen, "carry", 1.0)
   carry = dropped != exact_steps
+  category = "carry" if carry else "no_carry"
+  if unanswerable > 0:
+    category = "easy" if hidden is None else "hard"
   example = {
     "prompt": _format(template, expression=expression),
-    "answer": str(value),
+    "answer": str(value) if hidden is None else None,
     "solution": worked(steps, answer),
     "expression": expression,
-    "category": "carry" if carry else "no_carry",
-    "teacher_accuracy": by_answer.get(value, 0.0),
-    "teacher_majority": max(by_answer, key=by_answer.get) == value,
+    "category": category,
+    "teacher_accuracy": by_answer.get(value, 0.0) if hidden is None else 0.0,
+    "teacher_majority": (
+      hidden is None and max(by_answer, key=_majority_key(by_answer)) == value
+    ),
   }
+  if unanswerable > 0:
+    example["carry"] = carry
   if len(paths) > 1:
     example["teacher_solutions"] = [[p, worked(s, v)] for p, v, s in paths]
   return example
 
 
-def _worked(steps: Sequence[str], answer) -> str:
+def _majority_key(by_answer: dict):
+  """Orders answers by probability; an abstention (None) never wins a tie."""
+  return lambda v: (by_answer[v], v is not None)
+
+
+def _worked(steps: Sequence[str] | None, answer, abstain_phrase: str) -> str:
+  if steps is None:  # the teacher abstains
+    return f"<think></think><answer>{abstain_phrase}</answer>"
   return f"<think>{', '.join(steps)}</think><answer>{answer}</answer>"
 
 
@@ -381,6 +422,9 @@ def arithmetic_task(
   teacher: str = "exact",
   teacher_rate: float = 0.0,
   trace: str = "short",
+  unanswerable: float = 0.0,
+  abstain_rate: float = 0.0,
+  abstain_phrase: str = ABSTAIN_PHRASE,
 ) -> Task:
   """Integer `+ - *` problems; see `arithmetic_example`.
 
@@ -388,6 +432,9 @@ def arithmetic_task(
   SFT (`teacher_solutions`); the answers and rewards are always exact. The
   problems do not depend on the teacher: its choices use their own stream,
   nor on `trace` (`short`, or `verbose`: `verbose_trace`, for `+-` only).
+  `unanswerable` (a share of problems with an operand shown as `?`,
+  category `hard`), `abstain_rate` and `abstain_phrase` (the teacher's
+  abstentions) make the task mix of R1's honesty reward.
   """
   if not 1 <= digits <= _MAX_DIGITS:
     raise ValueError(f"digits must be in [1, {_MAX_DIGITS}], got {digits}")
@@ -403,6 +450,16 @@ def arithmetic_task(
     raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
   if trace == "verbose" and "*" in ops:
     raise ValueError(f"trace='verbose' takes ops '+' and '-' only, got {ops!r}")
+  if not 0 <= unanswerable < 1:
+    raise ValueError(f"unanswerable must be in [0, 1), got {unanswerable}")
+  if not 0 <= abstain_rate < 1:
+    raise ValueError(f"abstain_rate must be in [0, 1), got {abstain_rate}")
+  if not isinstance(abstain_phrase, str) or not abstain_phrase.strip():
+    raise ValueError(
+      f"abstain_phrase must be a non-blank string, got {abstain_phrase!r}"
+    )
+  if "<" in abstain_phrase or ">" in abstain_phrase:
+    raise ValueError(f"abstain_phrase must not hold tags: {abstain_phrase!r}")
   teacher_rng = np.random.default_rng([seed, 1])
   train, eval_ = synthetic_splits(
     lambda rng: arithmetic_example(
@@ -415,6 +472,9 @@ def arithmetic_task(
       teacher_rate=teacher_rate,
       teacher_rng=teacher_rng,
       trace=trace,
+      unanswerable=unanswerable,
+      abstain_rate=abstain_rate,
+      abstain_phrase=abstain_phrase,
     ),
     num_train,
     num_eval,

@@ -3,6 +3,7 @@
 from rlx.rewards.correct import is_correct
 from rlx.rewards.countdown import check_countdown, countdown_reward
 from rlx.rewards.extract import answers_match, extract_answer, parse_number
+from rlx.rewards.honesty import honesty_reward
 from rlx.rewards.length import kimi_length_reward, overlong_reward
 from rlx.rewards.r1 import (
   accuracy_if_format_reward,
@@ -37,6 +38,7 @@ __all__ = [
   "format_reward",
   "get_reward_fn",
   "has_r1_format",
+  "honesty_reward",
   "is_correct",
   "kimi_length_reward",
   "overlong_reward",

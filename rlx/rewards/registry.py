@@ -7,7 +7,7 @@ import inspect
 import re
 from collections.abc import Callable
 
-from rlx.rewards import countdown, length, r1
+from rlx.rewards import countdown, honesty, length, r1
 
 RewardFn = Callable[..., list]
 
@@ -16,6 +16,7 @@ BUILTIN_REWARDS: dict[str, RewardFn] = {
   "accuracy": r1.accuracy_reward,
   "accuracy_if_format": r1.accuracy_if_format_reward,
   "countdown": countdown.countdown_reward,
+  "honesty": honesty.honesty_reward,
   "kimi_length": length.kimi_length_reward,
   "overlong": length.overlong_reward,
 }
