@@ -223,7 +223,13 @@ def paragraph(r: dict) -> str:
     f"step, {r['format_rate'][-1]:.0%} at the last.",
     f"- Held-out greedy accuracy: {r['eval_accuracy'][0]:.1%} at step "
     f"{r['eval_steps'][0]}, {r['eval_accuracy'][-1]:.1%} +- "
-    f"{r['eval_accuracy_se'][-1]:.1%} at step {r['eval_steps'][-1]}.",
+    f"{r['eval_accuracy_se'][-1]:.1%} at step {r['eval_steps'][-1]}"
+    + (
+      ": it stays low, because the base model's arithmetic is weak at this "
+      "size; RL found the format, not the arithmetic."
+      if r["eval_accuracy"][-1] < 0.2
+      else "."
+    ),
     f"- Response length: {length[0]:.1f} tokens at the first step, "
     f"{length[-1]:.1f} at the last ({grew:+.1f} last fifth against first). "
     + (
