@@ -150,6 +150,9 @@ def config_for(p: dict, task_options: dict, checkpoint: str = ""):
   """`arithmetic_base` with `grpo_arithmetic`'s algorithm, on the JSONL
   task, greedy held-out evaluation only, from `checkpoint` if given."""
   c = base_config()
+  # Room for the re-checks' words: the size the measured run asked for (the
+  # text gives fewer pieces; `train_sentencepiece` warns how many).
+  c.tokenizer.vocab_size = 96
   c.task.name = "jsonl"
   c.task.options = task_options
   c.rollout.max_new_tokens = p["max_new_tokens"]
