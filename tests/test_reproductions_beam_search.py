@@ -2,15 +2,11 @@
 README paragraph's wording following the numbers."""
 
 import copy
-import json
-import os
-import subprocess
 import sys
 
 import pytest
+from reproduction_helpers import ROOT, run_quick
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "reproductions", "beam_search.py")
 DECODERS = ("greedy", "beam2", "beam4", "beam8", "sample_maj8")
 
 
@@ -30,18 +26,7 @@ def test_quick_run_wider_beams_find_likelier_completions(tmp_path):
   below greedy, and beam2's mean over 32 prompts fell 0.17 nats below
   greedy's. At 150 steps (32 prompts) and 200 (64) the claim held, as in
   the full run (450 steps, 256 prompts)."""
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.run(
-    [sys.executable, SCRIPT, f"--workdir={tmp_path}", "--quick"],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  with open(tmp_path / "results.json") as f:
-    r = json.load(f)
+  r = run_quick("beam_search", tmp_path)
   assert (tmp_path / "beam_search.png").stat().st_size > 10_000
   assert set(DECODERS) <= set(r["decoders"])
   for name in DECODERS:

@@ -2,15 +2,11 @@
 paragraph's verdict following the numbers."""
 
 import copy
-import json
-import os
-import subprocess
 import sys
 
 import pytest
+from reproduction_helpers import ROOT, run_quick
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "reproductions", "honesty.py")
 FIELDS = (
   "wrong_rate",
   "abstain_rate_hard",
@@ -33,19 +29,7 @@ def test_quick_run_honesty_reward_abstains_where_no_answer_is_right(tmp_path):
   scores abstention like a wrong answer): the arms then abstain alike; or
   if it pays abstention so much that the model stops answering the easy
   problems."""
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)  # one CPU device, as the script runs
-  proc = subprocess.run(
-    [sys.executable, SCRIPT, f"--workdir={tmp_path}", "--quick"],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  with open(tmp_path / "results.json") as f:
-    r = json.load(f)
+  r = run_quick("honesty", tmp_path)
   assert (tmp_path / "honesty.png").stat().st_size > 10_000
   for arm in (*ARMS, "after_sft"):
     assert set(FIELDS) <= set(r[arm]), arm

@@ -2,29 +2,15 @@
 fields the README and the checker read, and shows the qualitative effects
 that hold even at the quick sizes."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "reproductions", "kimi.py")
+from reproduction_helpers import run_quick
 
 
 @pytest.mark.slow
 def test_kimi_quick(tmp_path):
-  env = {**os.environ, "PYTHONPATH": ROOT}
-  env.pop("XLA_FLAGS", None)  # one CPU device, as the script runs
-  subprocess.run(
-    [sys.executable, SCRIPT, f"--workdir={tmp_path}", "--quick"],
-    check=True,
-    env=env,
-    timeout=600,
-  )
-  with open(tmp_path / "results.json") as f:
-    r = json.load(f)
+  r = run_quick("kimi", tmp_path, timeout=600)
   assert os.path.exists(tmp_path / "kimi.png")
   for arm in ("sft", "no_penalty", "length_penalty", "long2short_sft"):
     assert 0 <= r[arm]["accuracy"] <= 1 and r[arm]["length"] > 0, arm

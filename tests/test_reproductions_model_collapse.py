@@ -1,27 +1,13 @@
 """The model-collapse reproduction, --quick: its claims hold in results.json."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "reproductions", "model_collapse.py")
+from reproduction_helpers import run_quick
 
 
 @pytest.mark.slow
 def test_quick_run_collapses_faster_without_real_data(tmp_path):
-  subprocess.run(
-    [sys.executable, SCRIPT, f"--workdir={tmp_path}", "--quick"],
-    check=True,
-    cwd=ROOT,
-    timeout=600,
-  )
-  with open(tmp_path / "results.json") as f:
-    results = json.load(f)
+  results = run_quick("model_collapse", tmp_path, timeout=600)
   assert (tmp_path / "model_collapse.png").exists()
   gens = results["generations"]
   G = gens[-1]

@@ -1,14 +1,7 @@
 """The r1_zero reproduction: `--quick` end to end (slow)."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "reproductions", "r1_zero.py")
+from reproduction_helpers import run_quick
 
 
 @pytest.mark.slow
@@ -20,17 +13,7 @@ def test_quick_run_rl_from_a_base_model_raises_the_reward(tmp_path):
   format rate rises. It fails if RL does not move the policy toward the
   rewarded format (a sign error in the loss, advantages that ignore the
   reward, or an update that never reaches the params)."""
-  proc = subprocess.run(
-    [sys.executable, SCRIPT, f"--workdir={tmp_path}", "--quick"],
-    cwd=ROOT,
-    env=dict(os.environ, PYTHONPATH=ROOT),
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  with open(tmp_path / "results.json") as f:
-    r = json.load(f)
+  r = run_quick("r1_zero", tmp_path)
   assert (tmp_path / "r1_zero.png").stat().st_size > 10_000
   n = len(r["steps"])
   for key in ("reward", "accuracy", "response_length", "format_rate"):
