@@ -4,8 +4,11 @@ composes them as `experiments/run.py` does.
 - `Trainer` (trainer.py): what a run builds once from its config.
 - rollout.py: `generate`, `score`, `Rollout`, `dynamic_sampling`, `rl_batch`.
 - evaluation.py: `evaluate`, `summarise`, `teacher_metrics`.
-- lm.py: `sequence_logprobs`, `next_token_logprobs`, `LMTrainer` (a causal LM
-  fitted to any token rows, for density experiments).
+- heldout.py: `HeldOut`, an exported model on the held-out prompts under
+  any decoder (greedy, sampling, beam search), with log-probs.
+- lm.py: `sequence_logprobs`, `completion_logprobs`, `next_token_logprobs`,
+  `LMTrainer` (a causal LM fitted to any token rows, for density
+  experiments).
 - phases.py: `run_sft`, `supervised_phase`, `run_rl`, `run_control`.
 - curriculum.py: Kimi k1.5's prompts by difficulty (`pass_rates`,
   `difficulty_weights`, `rl_weights` for `config.curriculum`), and
