@@ -83,3 +83,12 @@ def test_read_metrics_picks_a_phase_and_the_records_holding_a_metric(tmp_path):
   assert metrics.curve(rl, "train/reward") == [0.0, 0.1, 0.2]
   nan = metrics.curve(rl, "eval/accuracy")[1]
   assert nan != nan
+
+
+def test_metrics_writer_is_a_context_manager_that_closes(tmp_path):
+  closed = []
+  with metrics.MetricsWriter(str(tmp_path), tensorboard=False) as writer:
+    writer.close = lambda: closed.append(True)
+    writer.write(0, {"train/reward": 1.0})
+  assert closed == [True]
+  assert metrics.read_metrics(tmp_path)[0]["train/reward"] == 1.0

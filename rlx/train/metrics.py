@@ -69,6 +69,12 @@ class MetricsWriter:
     if self._tb is not None:
       self._tb.close()
 
+  def __enter__(self) -> MetricsWriter:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
 
 def read_metrics(
   workdir: str, phase: str | None = None, having: str | None = None
