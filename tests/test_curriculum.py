@@ -225,3 +225,19 @@ def test_training_run_draws_by_pass_rate(tmp_path, monkeypatch):
   assert not rl[5:].any()
   with open(tmp_path / curriculum.FILE) as f:
     assert json.load(f)["drawn"] == 3
+
+
+def test_shortest_correct_sample_per_prompt():
+  """Long2short's choice: the shortest correct (and accepted) sample; the
+  first at equal lengths; None where no sample qualifies."""
+  groups = curriculum.Groups(
+    texts=["a", "bb", "ok", "ok", "x", "y", "ok", "bad"],
+    lengths=np.array([[5, 3], [4, 4], [2, 9], [1, 2]]),
+    correct=np.array(
+      [[True, True], [True, True], [False, False], [1, 1]]
+    ).astype(bool),
+  )
+  assert groups.shortest_correct() == [1, 0, None, 0]
+  accept = lambda text: text != "bb"
+  assert groups.shortest_correct(accept) == [0, 0, None, 0]
+  assert groups.shortest_correct(lambda t: t == "bb") == [1, None, None, None]

@@ -101,3 +101,33 @@ def test_bad_input_is_refused():
     lm.sequence_logprobs(
       graphdef, params, np.ones((2, 4), np.int32), np.ones((2, 3), bool)
     )
+
+
+def test_completion_logprobs_score_each_completion_after_its_prompt():
+  """Two completions per left-padded prompt, right-padded, against a full
+  forward pass over each prompt + completion written out unpadded."""
+  graphdef, params = tiny_model()
+  prompts = np.array([[0, 1, 3, 4], [1, 5, 2, 6]], np.int32)
+  prompt_mask = np.array([[0, 1, 1, 1], [1, 1, 1, 1]], bool)
+  completions = np.array([[2, 7, 0], [3, 3, 5], [6, 0, 0], [4, 2, 7]], np.int32)
+  mask = np.array([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]], bool)
+  got = lm.completion_logprobs(
+    graphdef, params, prompts, prompt_mask, completions, mask
+  )
+  model = nnx.merge(graphdef, params)
+  for i in range(4):
+    p = prompts[i // 2][prompt_mask[i // 2]]
+    c = completions[i][mask[i]]
+    logits, _ = model(np.concatenate([p, c])[None])
+    lp = jax.nn.log_softmax(np.asarray(logits[0], np.float64), axis=-1)
+    want = sum(lp[len(p) - 1 + j, c[j]] for j in range(len(c)))
+    np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4)
+
+
+def test_perplexities_are_exp_of_the_mean_scored_negative_logprob():
+  graphdef, params = tiny_model()
+  tokens, mask = rows()
+  logp, count = lm.sequence_logprobs(graphdef, params, tokens, mask)
+  ppl = lm.perplexities(graphdef, params, tokens, mask)
+  np.testing.assert_allclose(np.log(ppl), -logp / count, rtol=1e-12)
+  assert np.all(ppl > 1.0)

@@ -90,3 +90,21 @@ def test_bad_input_is_refused():
     MarkovChain.random_sparse(
       3, num_common=3, num_rare=1, rng=np.random.default_rng(0)
     )
+
+
+def test_token_rows_round_trip_and_score_foreign_tokens_impossible():
+  chain = small_chain()
+  x = chain.sample(6, 5, np.random.default_rng(0))
+  rows = chain.token_rows(x, bos=1, offset=2)
+  assert rows.dtype == np.int32 and rows.shape == (6, 6)
+  assert np.all(rows[:, 0] == 1) and np.all(rows[:, 1:] == x + 2)
+  np.testing.assert_array_equal(
+    chain.token_logprob(rows, offset=2), chain.logprob(x)
+  )
+  rows[2, 3] = 0  # a pad token in a sample: no state
+  rows[4, 1] = 2 + chain.num_states
+  lp = chain.token_logprob(rows, offset=2)
+  assert lp[2] == lp[4] == -np.inf
+  np.testing.assert_array_equal(
+    lp[[0, 1, 3, 5]], chain.logprob(x[[0, 1, 3, 5]])
+  )

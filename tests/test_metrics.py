@@ -68,3 +68,27 @@ def test_summary_table_says_before_rl_when_there_was_no_sft(tmp_path):
   summary = metrics.summarise_run(records)
   table = metrics.format_summary(summary)
   assert summary["no_sft"] and "before RL" in table and "SFT" not in table
+
+
+def test_read_metrics_picks_a_phase_and_the_records_holding_a_metric(tmp_path):
+  _write_run(tmp_path, kl=False)
+  everything = metrics.read_metrics(tmp_path)
+  assert len(everything) == 6
+  rl = metrics.read_metrics(tmp_path, phase="rl")
+  assert [r["step"] for r in rl] == [0, 1, 2]
+  assert rl == [r for r in everything if r["phase"] == "rl"]
+  evals = metrics.read_metrics(tmp_path, phase="rl", having="eval/accuracy")
+  assert [r["step"] for r in evals] == [0, 2]
+  assert len(metrics.read_metrics(tmp_path, having="update/loss")) == 6
+  assert metrics.curve(rl, "train/reward") == [0.0, 0.1, 0.2]
+  nan = metrics.curve(rl, "eval/accuracy")[1]
+  assert nan != nan
+
+
+def test_metrics_writer_is_a_context_manager_that_closes(tmp_path):
+  closed = []
+  with metrics.MetricsWriter(str(tmp_path), tensorboard=False) as writer:
+    writer.close = lambda: closed.append(True)
+    writer.write(0, {"train/reward": 1.0})
+  assert closed == [True]
+  assert metrics.read_metrics(tmp_path)[0]["train/reward"] == 1.0

@@ -466,3 +466,15 @@ def test_iterator_errors():
   for bad in ({"epoch": 0, "index": 3}, {"epoch": -1, "index": 0}, {}):
     with pytest.raises(ValueError, match="iterator state"):
       it.restore(bad)
+
+
+def test_write_jsonl_round_trips_through_load_jsonl(tmp_path):
+  rows = [
+    {"prompt": "1+2=", "answer": "3", "why": "sum"},
+    {"prompt": "5-4=", "answer": "1", "why": "difference"},
+  ]
+  path = jsonl.write_jsonl(str(tmp_path / "rows.jsonl"), rows)
+  examples = jsonl.load_jsonl(path, extra_fields=["why"])
+  assert [(e["prompt"], e["answer"], e["why"]) for e in examples] == [
+    (r["prompt"], r["answer"], r["why"]) for r in rows
+  ]

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 from absl import app, flags
 
 ROOT = os.path.dirname(
@@ -29,6 +30,7 @@ ROOT = os.path.dirname(
 sys.path.insert(0, ROOT)
 
 from experiments import readme  # noqa: E402
+from rlx import train  # noqa: E402
 
 WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 QUICK = flags.DEFINE_bool(
@@ -37,6 +39,33 @@ QUICK = flags.DEFINE_bool(
 README = flags.DEFINE_bool(
   "readme", False, "Write the README section and docs/NAME.png."
 )
+
+
+def mean_se(x) -> tuple[float, float]:
+  """The mean of `x` and its standard error (sample std / sqrt(n))."""
+  x = np.asarray(x, np.float64)
+  return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
+
+
+def over_replicates(runs: list[dict]) -> dict:
+  """Per metric of each replicate's {metric: [value per point]}: the mean
+  over replicates (`metric`) and every replicate's list
+  (`metric_replicates`)."""
+  out = {}
+  for k in runs[0]:
+    x = np.array([r[k] for r in runs])  # [replicates, points]
+    out[k] = x.mean(axis=0).tolist()
+    out[k + "_replicates"] = x.tolist()
+  return out
+
+
+def sft_only(config, workdir: str) -> str:
+  """`rlx.train.run` of `config` with no RL step (SFT, its evaluation and
+  the HF export); returns the export's directory."""
+  config = config.copy_and_resolve_references()
+  config.train.steps = 0
+  train.run(config, workdir)
+  return os.path.join(workdir, "export")
 
 
 def write_results(workdir: str, results: dict) -> str:

@@ -65,9 +65,14 @@ sys.path.insert(0, ROOT)
 
 from experiments.configs.arithmetic_base import base_config  # noqa: E402
 from experiments.reproductions import common  # noqa: E402
+from experiments.reproductions.reports.honesty import (  # noqa: E402
+  claims,
+  figure,
+  paragraph,
+)
 from rlx import models, train  # noqa: E402
 from rlx.rewards import honesty  # noqa: E402
-from rlx.train import evaluation, phases, rollout  # noqa: E402
+from rlx.train import evaluation, phases  # noqa: E402
 from rlx.train import metrics as metrics_lib  # noqa: E402
 
 NAME = "honesty"
@@ -89,17 +94,6 @@ FULL = dict(
   k=4,  # samples per held-out prompt at temperature 1
 )
 QUICK = dict(FULL, num_eval=128, sft_steps=200, rl_steps=15)
-LABELS = {
-  "after_sft": "after SFT",
-  "accuracy_reward": "RL, accuracy reward",
-  "honesty_reward": "RL, honesty reward",
-}
-METRICS = {
-  "wrong_rate": "wrong answers\n(all prompts)",
-  "abstain_rate_hard": "abstentions\n(hard prompts)",
-  "abstain_rate_easy": "abstentions\n(easy prompts)",
-  "accuracy_easy": "accuracy\n(easy prompts)",
-}
 
 
 def config(p: dict, checkpoint: str = "", arm: str = ""):
@@ -143,33 +137,20 @@ def config(p: dict, checkpoint: str = "", arm: str = ""):
 def outcome_table(trainer, params, key, k: int) -> dict:
   """Per held-out prompt: the share of its completions that are correct
   (clean or not), abstentions and wrong; greedy and over `k` samples."""
-  examples = trainer.task.eval
-  shards = trainer.num_shards
-  size = max(shards, trainer.config.eval.batch_size // shards * shards)
-  table = {f"{d}_{o}": [] for d in ("greedy", "sampled") for o in OUTCOMES}
-  for start in range(0, len(examples), size):
-    chunk = examples[start : start + size]
-    padded = chunk + [chunk[-1]] * (size - len(chunk))
-    for decode, temperature, n in (("greedy", 0.0, 1), ("sampled", 1.0, k)):
-      texts = rollout.generate(
-        trainer,
-        params,
-        padded,
-        jax.random.fold_in(key, start),
-        temperature=temperature,
-        num_samples=n,
-        strategy="sample",
-      ).texts
-      local = trainer.local(padded)
-      codes = [
-        OUTCOMES.index(outcome(t, local[i // n]["answer"]))
-        for i, t in enumerate(texts)
-      ]
-      codes = np.array(codes, np.int32).reshape(len(local), n)
-      kinds = np.array(OUTCOMES)[trainer.gather(codes)[: len(chunk)]]
-      for o in OUTCOMES:
-        table[f"{decode}_{o}"].extend((kinds == o).mean(axis=1))
-  return {name: np.array(v) for name, v in table.items()}
+  table = {}
+  for decode, temperature, n in (("greedy", 0.0, 1), ("sampled", 1.0, k)):
+    shares = evaluation.outcome_shares(
+      trainer,
+      params,
+      trainer.task.eval,
+      key,
+      lambda text, e: outcome(text, e["answer"]),
+      OUTCOMES,
+      temperature=temperature,
+      num_samples=n,
+    )
+    table.update({f"{decode}_{o}": v for o, v in shares.items()})
+  return table
 
 
 OUTCOMES = ("correct", "abstain", "wrong")
@@ -226,11 +207,8 @@ def sft_model(p: dict, workdir: str) -> tuple[str, dict]:
   sft_dir = os.path.join(workdir, "sft")
   export = os.path.join(sft_dir, "export")
   trainer = train.Trainer(config(p), sft_dir)
-  writer = metrics_lib.MetricsWriter(sft_dir, tensorboard=False)
-  try:
+  with metrics_lib.MetricsWriter(sft_dir, tensorboard=False) as writer:
     params = phases.run_sft(trainer, writer)
-  finally:
-    writer.close()
   models.save_pretrained(nnx.merge(trainer.graphdef, params), export)
   trainer.tokenizer.save(export)
   result = measure(trainer, params, p, trainer.config.seed)
@@ -242,44 +220,15 @@ def sft_model(p: dict, workdir: str) -> tuple[str, dict]:
 def rl_arm(p: dict, workdir: str, sft_export: str, arm: str) -> dict:
   arm_dir = os.path.join(workdir, arm)
   trainer = train.Trainer(config(p, sft_export, arm), arm_dir)
-  writer = metrics_lib.MetricsWriter(arm_dir, tensorboard=False)
-  try:
+  with metrics_lib.MetricsWriter(arm_dir, tensorboard=False) as writer:
     params, seconds = phases.run_rl(trainer, trainer.initial_params, writer)
-  finally:
-    writer.close()
   result = measure(trainer, params, p, trainer.config.seed)
-  records = [r for r in metrics_lib.read_metrics(arm_dir) if r["phase"] == "rl"]
   result["rl_step_time_s"] = seconds
-  result["train_reward"] = [
-    r["train/reward"] for r in records if "train/reward" in r
-  ]
-  result["train_accuracy"] = [
-    r["train/accuracy"] for r in records if "train/accuracy" in r
-  ]
+  for name in ("train_reward", "train_accuracy"):
+    key = name.replace("_", "/", 1)
+    records = metrics_lib.read_metrics(arm_dir, phase="rl", having=key)
+    result[name] = [r[key] for r in records]
   return result
-
-
-def claims(results: dict) -> dict:
-  """R1's claim, tested on the greedy numbers, each part by more than two
-  standard errors of the difference between the arms (the arms' errors
-  taken as independent, which is conservative: they answer the same
-  prompts): fewer wrong answers, more abstention on hard prompts, and easy
-  accuracy not lower."""
-  acc, hon = results["accuracy_reward"], results["honesty_reward"]
-  se = results["standard_errors"]
-
-  def margin(name):
-    both = (se["accuracy_reward"][name], se["honesty_reward"][name])
-    return hon[name] - acc[name], 2 * float(np.hypot(*both))
-
-  wrong, wrong_2se = margin("wrong_rate")
-  hard, hard_2se = margin("abstain_rate_hard")
-  easy, easy_2se = margin("accuracy_easy")
-  return {
-    "fewer_wrong": bool(wrong < -wrong_2se),
-    "more_abstain_hard": bool(hard > hard_2se),
-    "easy_kept": bool(easy >= -easy_2se),
-  }
 
 
 def run(workdir: str, quick: bool):
@@ -315,126 +264,6 @@ def run(workdir: str, quick: bool):
   }
   results["claims"] = claims(results)
   return results, figure(results, workdir)
-
-
-# Figure and paragraph ---------------------------------------------------------
-
-
-def figure(results: dict, workdir: str) -> str:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-  panels = (
-    (results, results["standard_errors"], "greedy answer"),
-    (
-      results["sampled"],
-      results["sampled_standard_errors"],
-      "samples at temperature 1",
-    ),
-  )
-  x = np.arange(len(METRICS))
-  width = 0.27
-  for ax, (values, ses, title) in zip(axes, panels):
-    for i, (model, label) in enumerate(LABELS.items()):
-      ax.bar(
-        x + (i - 1) * width,
-        [100 * values[model][m] for m in METRICS],
-        width,
-        yerr=[100 * ses[model][m] for m in METRICS],
-        capsize=3,
-        label=label,
-      )
-    ax.set_xticks(x, list(METRICS.values()), fontsize=8)
-    ax.set_title(f"held-out prompts, {title}", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-  axes[0].set_ylabel("share of prompts (%), +- one standard error")
-  axes[0].legend(fontsize=8)
-  fig.suptitle(
-    "DeepSeek-R1's honesty reward (clean 1.0 > messy 0.5 > "
-    '"I don\'t know" 0.2 > wrong 0) against plain accuracy, from one SFT '
-    "model"
-  )
-  fig.tight_layout()
-  path = os.path.join(workdir, f"{NAME}.png")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
-
-
-def _pct(x: float) -> str:
-  return f"{100 * x:.1f}%"
-
-
-def paragraph(results: dict) -> str:
-  s, se = results["setup"], results["standard_errors"]
-  rows = []
-  for model, label in LABELS.items():
-    cells = [
-      f"{_pct(results[model][m])} +- {_pct(se[model][m])}" for m in METRICS
-    ]
-    rows.append(f"| {label} | " + " | ".join(cells) + " |")
-  header = "|  | " + " | ".join(m.replace("\n", " ") for m in METRICS.values())
-  table = "\n".join([header + " |", "| --- " * (len(METRICS) + 1) + "|", *rows])
-  acc, hon = results["accuracy_reward"], results["honesty_reward"]
-  sft = results["after_sft"]
-  c = results["claims"]
-  verdict = (
-    "R1's claim reproduces"
-    if all(c.values())
-    else "R1's claim does not fully reproduce here"
-  )
-  parts = [
-    f"The default run's task `a±b±c=` with {_pct(s['unanswerable'])} of the "
-    "problems made unanswerable (an operand shown as `?`, category `hard`; "
-    "no answer is right). The SFT data: the teacher's exact worked "
-    "solutions on the easy problems and, on the hard ones, solutions with "
-    "the hidden operand used as if it were given (hallucinated answers); on "
-    f"{_pct(s['abstain_rate'])} of problems of both kinds alike the teacher "
-    "writes `<think></think><answer>I don't know</answer>` instead. "
-    f"SFT ({s['sft_steps']} steps), then two GRPO runs of {s['rl_steps']} "
-    f"steps at lr {s['rl_learning_rate']:g} from the same exported SFT "
-    "model: plain accuracy (1 right, 0 otherwise) against the honesty "
-    "reward (1.0 clean correct, 0.5 correct with extra text, 0.2 exactly "
-    '"I don\'t know", 0 wrong). Greedy answers on '
-    f"{s['eval_easy'] + s['eval_hard']} held-out prompts "
-    f"({s['eval_hard']} hard):",
-    "",
-    table,
-    "",
-    f"- {verdict}: wrong answers {_pct(acc['wrong_rate'])} with the "
-    f"accuracy reward against {_pct(hon['wrong_rate'])} with the honesty "
-    f"reward ({'fewer' if c['fewer_wrong'] else 'not fewer'} by two "
-    "standard errors); abstention on hard prompts "
-    f"{_pct(acc['abstain_rate_hard'])} against "
-    f"{_pct(hon['abstain_rate_hard'])} "
-    f"({'more' if c['more_abstain_hard'] else 'not more'} by two standard "
-    "errors); accuracy on "
-    f"easy prompts {_pct(acc['accuracy_easy'])} against "
-    f"{_pct(hon['accuracy_easy'])} ("
-    + (
-      "kept, within two standard errors or better"
-      if c["easy_kept"]
-      else "given up: more than two standard errors lower"
-    )
-    + f"). After SFT: {_pct(sft['wrong_rate'])} wrong, "
-    f"{_pct(sft['abstain_rate_hard'])} abstention on hard, "
-    f"{_pct(sft['abstain_rate_easy'])} on easy.",
-    f"- Over {s['k']} samples per prompt at temperature 1, where the "
-    "probability the policy gives to abstaining shows even when greedy "
-    "decoding never abstains (after SFT, accuracy reward, honesty reward): "
-    + "; ".join(
-      f"{METRICS[m].replace(chr(10), ' ')} "
-      + ", ".join(_pct(results["sampled"][a][m]) for a in LABELS)
-      for m in METRICS
-    )
-    + ".",
-  ]
-  if s["quick"]:
-    parts.append("- A --quick run: smaller sizes, for the test only.")
-  return "\n".join(parts)
 
 
 if __name__ == "__main__":

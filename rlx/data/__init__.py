@@ -1,7 +1,12 @@
 """Data: tokenizers, tasks, datasets and deterministic iteration."""
 
 from rlx.data.iterator import DataIterator
-from rlx.data.jsonl import hash_split, load_jsonl, split_gsm8k_answer
+from rlx.data.jsonl import (
+  hash_split,
+  load_jsonl,
+  split_gsm8k_answer,
+  write_jsonl,
+)
 from rlx.data.tasks import (
   ARITHMETIC_TEMPLATE,
   COUNTDOWN_TEMPLATE,
@@ -39,5 +44,6 @@ __all__ = [
   "load_tokenizer",
   "make_task",
   "split_gsm8k_answer",
+  "write_jsonl",
   "train_sentencepiece",
 ]

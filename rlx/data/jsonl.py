@@ -54,6 +54,15 @@ def _text(value, key: str, where: str) -> str:
   return str(value)
 
 
+def write_jsonl(path: str, rows) -> str:
+  """Writes `rows` (dicts) to `path`, one JSON object per line, for
+  `load_jsonl` or the `jsonl` task; returns the path."""
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+  return path
+
+
 def load_jsonl(
   path: str,
   *,

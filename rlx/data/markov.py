@@ -131,6 +131,22 @@ class MarkovChain:
     """Exact log-likelihood of each sequence, [N] (-inf if impossible)."""
     return self.transition_logprobs(x_NxL).sum(axis=1)
 
+  def token_rows(self, x_NxL: np.ndarray, bos: int, offset: int):
+    """Sequences as a language model's token rows: [bos, x + offset],
+    int32 [N, L + 1]."""
+    x = self._check_states(x_NxL)
+    bos_N = np.full((x.shape[0], 1), bos, np.int64)
+    return np.concatenate([bos_N, x + offset], axis=1).astype(np.int32)
+
+  def token_logprob(self, tokens_NxT: np.ndarray, offset: int) -> np.ndarray:
+    """Exact log-likelihood [N] of the sequences in `token_rows` (a model's
+    samples, say): -inf where a token after the first is no state."""
+    x = np.asarray(tokens_NxT)[:, 1:] - offset
+    ok = np.all((x >= 0) & (x < self.num_states), axis=1)
+    out = np.full(x.shape[0], -np.inf)
+    out[ok] = self.logprob(x[ok])
+    return out
+
   def marginals(self, length: int) -> np.ndarray:
     """P(x_t = s) for t < length, [length, K]."""
     m = np.empty((length, self.num_states))

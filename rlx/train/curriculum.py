@@ -79,6 +79,23 @@ class Groups:
   lengths: np.ndarray
   correct: np.ndarray
 
+  def shortest_correct(self, accept=None) -> list[int | None]:
+    """Per prompt: the index (0..k-1) of its shortest sample that is
+    correct and, with `accept`, for which `accept(text)` holds (the first
+    such at equal lengths); None where no sample is. Kimi's long2short
+    rejection sampling keeps these."""
+    n, k = self.correct.shape
+    out = []
+    for i in range(n):
+      good = [
+        j
+        for j in range(k)
+        if self.correct[i, j]
+        and (accept is None or accept(self.texts[i * k + j]))
+      ]
+      out.append(min(good, key=lambda j: self.lengths[i, j]) if good else None)
+    return out
+
 
 def _sampled_chunks(trainer, params, examples, num_samples, key, temperature):
   """Yields, per chunk of `rollout.prompts_per_step` examples (the last one

@@ -1,7 +1,8 @@
 """Held-out evaluation: greedy accuracy, pass@k, mean@k and maj@k, with
 standard errors, overall and per problem class; the teacher's accuracy
-where the task knows it. (Per-sequence log-probs and perplexities of any
-token rows: `rlx.train.lm.sequence_logprobs`.)"""
+where the task knows it; the share of each prompt's completions in any
+classes a script defines (`outcome_shares`). (Per-sequence log-probs and
+perplexities of any token rows: `rlx.train.lm.sequence_logprobs`.)"""
 
 from __future__ import annotations
 
@@ -29,13 +30,9 @@ def evaluate(trainer: Trainer, params, step: int) -> dict:
   Each process scores its rows of every chunk; `gather` combines them."""
   e = trainer.config.eval
   examples = trainer.task.eval[: e.num_prompts]
-  shards = trainer.num_shards
-  batch = max(shards, e.batch_size // shards * shards)
   key = jax.random.fold_in(stream(trainer.config.seed, "eval"), step)
   correct, lengths, passk, meank, majk = [], [], [], [], []
-  for start in range(0, len(examples), batch):
-    chunk = examples[start : start + batch]
-    padded = chunk + [chunk[-1]] * (batch - len(chunk))
+  for start, _, padded in chunks(trainer, examples):
     local = trainer.local(padded)
     greedy = generate(
       trainer,
@@ -73,8 +70,8 @@ def evaluate(trainer: Trainer, params, step: int) -> dict:
           ]
         )
 
-  def rows(chunks):  # every process's rows, less the last chunk's padding
-    return np.concatenate([trainer.gather(c) for c in chunks])[: len(examples)]
+  def rows(parts):  # every process's rows, less the last chunk's padding
+    return np.concatenate([trainer.gather(c) for c in parts])[: len(examples)]
 
   per_prompt = {"accuracy": rows(correct)}
   if passk:
@@ -86,6 +83,55 @@ def evaluate(trainer: Trainer, params, step: int) -> dict:
   metrics["eval/num_prompts"] = len(examples)
   metrics["eval/response_length"] = float(np.mean(rows(lengths)))
   return metrics
+
+
+def chunks(trainer: Trainer, examples: list):
+  """(start, chunk, padded) for each of the evaluation's batches of
+  `examples` (`eval.batch_size`, a multiple of the shards); `padded`
+  repeats the last example up to the batch, so that one compiled shape
+  serves every chunk."""
+  shards = trainer.num_shards
+  batch = max(shards, trainer.config.eval.batch_size // shards * shards)
+  for start in range(0, len(examples), batch):
+    chunk = examples[start : start + batch]
+    yield start, chunk, chunk + [chunk[-1]] * (batch - len(chunk))
+
+
+def outcome_shares(
+  trainer: Trainer,
+  params,
+  examples: list,
+  key,
+  classify,
+  outcomes: tuple,
+  *,
+  temperature: float,
+  num_samples: int,
+) -> dict:
+  """Per prompt, the share of its `num_samples` completions (greedy at
+  temperature 0) that `classify(text, example)` puts in each of
+  `outcomes` (correct / abstain / wrong, say): {outcome: [len(examples)]}.
+  A chunk starting at `start` decodes with `fold_in(key, start)`."""
+  n, shares = num_samples, {o: [] for o in outcomes}
+  for start, chunk, padded in chunks(trainer, examples):
+    texts = generate(
+      trainer,
+      params,
+      padded,
+      jax.random.fold_in(key, start),
+      temperature=temperature,
+      num_samples=n,
+      strategy="sample",
+    ).texts
+    local = trainer.local(padded)
+    codes = [
+      outcomes.index(classify(t, local[i // n])) for i, t in enumerate(texts)
+    ]
+    codes = np.array(codes, np.int32).reshape(len(local), n)
+    kinds = np.array(outcomes)[trainer.gather(codes)[: len(chunk)]]
+    for o in outcomes:
+      shares[o].extend((kinds == o).mean(axis=1))
+  return {o: np.array(v) for o, v in shares.items()}
 
 
 def teacher_metrics(trainer: Trainer) -> dict:

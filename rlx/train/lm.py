@@ -111,6 +111,39 @@ def sequence_logprobs(
   return np.where(scored, logp, 0.0).sum(axis=1), scored.sum(axis=1)
 
 
+def perplexities(graphdef, params, tokens_NxT, mask_NxT=None) -> np.ndarray:
+  """Each row's per-token perplexity [N]: exp(-logp / scored tokens), with
+  `sequence_logprobs`' default scored positions."""
+  logp, count = sequence_logprobs(graphdef, params, tokens_NxT, mask_NxT)
+  return np.exp(-logp / count)
+
+
+def completion_logprobs(
+  graphdef, params, prompt_tokens_BxP, prompt_mask_BxP, tokens_NxT, mask_NxT
+) -> np.ndarray:
+  """The model's log-prob [N] of each decoded completion given its prompt,
+  teacher-forced: the completion rows of a decoder's output (N = B * n, n
+  consecutive rows per prompt), each scored on its masked tokens (EOS
+  included) after its prompt. It checks a decoder's own bookkeeping, and
+  scores any completion under another model."""
+  prompt_mask = np.asarray(prompt_mask_BxP)
+  n = len(tokens_NxT) // len(prompt_mask)
+  prompt_mask = np.repeat(prompt_mask, n, 0)
+  tokens = np.concatenate(
+    [
+      np.repeat(np.asarray(prompt_tokens_BxP), n, 0),
+      np.asarray(tokens_NxT).astype(np.int32),
+    ],
+    1,
+  )
+  mask = np.concatenate([prompt_mask, np.asarray(mask_NxT, np.int32)], 1)
+  scored = np.concatenate([np.zeros_like(prompt_mask), mask_NxT], 1)
+  logp, _ = sequence_logprobs(
+    graphdef, params, tokens, mask, scored_NxT=scored.astype(bool)
+  )
+  return logp
+
+
 def next_token_logprobs(
   graphdef, params, tokens_NxT, mask_NxT=None, *, batch_size: int = 256
 ) -> np.ndarray:

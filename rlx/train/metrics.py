@@ -69,8 +69,33 @@ class MetricsWriter:
     if self._tb is not None:
       self._tb.close()
 
+  def __enter__(self) -> MetricsWriter:
+    return self
 
-def read_metrics(workdir: str) -> list[dict]:
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def read_metrics(
+  workdir: str, phase: str | None = None, having: str | None = None
+) -> list[dict]:
+  """The run's metric records in order; with `phase`, only that phase's
+  (`sft`, `rl`, ...), with `having`, only those that hold that metric
+  (`eval/accuracy`: the evaluations)."""
+  records = _read_records(workdir)
+  if phase is not None:
+    records = [r for r in records if r.get("phase") == phase]
+  if having is not None:
+    records = [r for r in records if having in r]
+  return records
+
+
+def curve(records: list[dict], key: str) -> list[float]:
+  """`key`'s value in each record (NaN where a record lacks it)."""
+  return [float(r.get(key, float("nan"))) for r in records]
+
+
+def _read_records(workdir: str) -> list[dict]:
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
