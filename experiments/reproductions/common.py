@@ -5,6 +5,7 @@ A script defines `run(workdir, quick) -> (results, figure_path)` and
 `paragraph(results) -> str`, then calls `main(name, run, paragraph)`:
 
   python experiments/reproductions/NAME.py --workdir=DIR [--quick] [--readme]
+    [--from_results]
 
 writes DIR/results.json and DIR/NAME.png; with `--readme` it also copies
 the figure to docs/NAME.png and replaces the README section between
@@ -34,6 +35,12 @@ QUICK = flags.DEFINE_bool(
 )
 README = flags.DEFINE_bool(
   "readme", False, "Write the README section and docs/NAME.png."
+)
+FROM_RESULTS = flags.DEFINE_bool(
+  "from_results",
+  False,
+  "Do not run: take DIR/results.json and DIR/NAME.png of an earlier run "
+  "(to rewrite its paragraph after a change of wording).",
 )
 
 
@@ -79,10 +86,14 @@ def main(name: str, run, paragraph):
     del argv
     workdir = WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
-    start = time.perf_counter()
-    results, figure = run(workdir, QUICK.value)
-    results["wall_s"] = time.perf_counter() - start
-    write_results(workdir, results)
+    if FROM_RESULTS.value:
+      results = read_results(workdir)
+      figure = os.path.join(workdir, f"{name}.png")
+    else:
+      start = time.perf_counter()
+      results, figure = run(workdir, QUICK.value)
+      results["wall_s"] = time.perf_counter() - start
+      write_results(workdir, results)
     print(paragraph(results))
     print(f"results: {os.path.join(workdir, 'results.json')}, figure: {figure}")
     if README.value:  # a --quick run says so in the command it quotes

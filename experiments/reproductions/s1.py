@@ -13,7 +13,7 @@ them, then the answer):
    on an exact teacher's verbose traces. It writes one sampled trace
    (temperature 1) for every problem of a pool.
 3. Selection (S1's three criteria, `rlx.data.selection.s1_select`).
-   Quality: the trace is exactly the correct worked solution. Difficulty:
+   Quality: the trace is well-formed with the right answer. Difficulty:
    the student, greedy, gets the problem wrong. Diversity: a problem type
    (operator pattern x carry class) drawn uniformly, then a problem of it,
    long traces first. S1's control: as many traces drawn uniformly from
@@ -28,22 +28,18 @@ Thinking tokens are those between `<think>` and `</think>`.
 
 import os
 import re
-import sys
 
+import common  # first: puts the repository on sys.path
 import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-sys.path.insert(
-  0,
-  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-)
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.configs.arithmetic_base import base_config  # noqa: E402
-from experiments.reproductions import common  # noqa: E402
+from rlx import rewards  # noqa: E402
 from rlx.data import selection, tasks  # noqa: E402
 from rlx.train import evaluation, phases, rollout, trainer  # noqa: E402
 from rlx.train import metrics as metrics_lib  # noqa: E402
@@ -53,8 +49,8 @@ NAME = "s1"
 # The paper's knobs, scaled to a 0.8M-parameter model on 2 CPU cores.
 SIZES = {
   "full": dict(
-    student_steps=400,  # batch 64, the erring teacher's verbose traces
-    teacher_steps=200,  # the same model trained longer, exact traces
+    student_steps=300,  # batch 64, the erring teacher's verbose traces
+    teacher_steps=150,  # the same model trained longer, exact traces
     pool=2000,  # problems the teacher writes traces for (S1: 59K)
     select=400,  # S1's 1,000 of 59K, scaled down for the CPU budget
     eval_prompts=256,
@@ -67,7 +63,7 @@ SIZES = {
     select=96,
     eval_prompts=128,
     budgets=(8, 48),
-  ),
+  ),  # fmt: skip
 }
 WAITS = (0, 1, 2, 4)
 EPOCHS, DISTILL_BATCH = 5, 16  # S1: 5 epochs, batch 16
@@ -95,11 +91,11 @@ def problem_type(example: dict) -> str:
 
 
 def thinking_tokens(t, out) -> np.ndarray:
-  """Per row: tokens before the first `</think>`, less the `<think>`."""
-  end = t.tokenizer.encode("</think>")[0]
-  tokens, mask = np.asarray(out.tokens), np.asarray(out.mask, bool)
-  first = np.where((tokens == end).any(1), (tokens == end).argmax(1), 0)
-  return np.where((tokens == end).any(1), first, mask.sum(1)) - 1
+  """Per row: tokens before the first `</think>` (or the end), less the
+  `<think>`."""
+  is_end = np.asarray(out.tokens) == t.tokenizer.encode("</think>")[0]
+  length = np.asarray(out.mask, bool).sum(1)
+  return np.where(is_end.any(1), is_end.argmax(1), length) - 1
 
 
 def decode(t, params, examples, seed=0, temperature=0.0, **forcing):
@@ -110,11 +106,8 @@ def decode(t, params, examples, seed=0, temperature=0.0, **forcing):
     num_samples=1, strategy="sample", **forcing,
   )  # fmt: skip
   fields = rollout.task_fields(t, examples, 1)
-  return (
-    rollout.is_correct(r.texts, fields),
-    thinking_tokens(t, r.completions),
-    r.texts,
-  )
+  correct = rollout.is_correct(r.texts, fields)
+  return correct, thinking_tokens(t, r.completions), r.texts
 
 
 def stats(correct, thinking=None) -> dict:
@@ -129,7 +122,7 @@ def budget_forcing(t, params, examples, budgets) -> dict:
   """S1's two knobs: the end of thinking forced after B thinking tokens;
   `Wait` in place of the first w ends of thinking."""
   tok = t.tokenizer
-  end, wait = tuple(tok.encode("</think>")), tuple(tok.encode("Wait"))
+  end, wait = tuple(tok.encode("</think>")), tuple(tok.encode(" Wait"))
   points = {"budget": {}, "wait": {}}
   for b in budgets:  # the sampler counts `<think>` as a thinking token
     force = dict(max_thinking_tokens=b + 1, max_new_tokens=b + 16)
@@ -155,31 +148,35 @@ def run(workdir: str, quick: bool):
     """SFT from a copy of `params` (the phase donates them), cosine decay
     over `steps`."""
     t.config.sft.steps, t.config.sft.learning_rate = steps, lr
+    resumed = os.path.isdir(os.path.join(workdir, "checkpoints", phase))
     out, seconds = phases.supervised_phase(
       t, writer, phase=phase, params=copy(params), algo=make_sft_algo(t.config),
       data_seed=SEED + len(phase), steps=steps, examples=examples,
       batch_size=batch_size,
     )  # fmt: skip
-    trained[phase] = dict(steps=steps, step_time_s=seconds)
+    trained[phase] = dict(steps=steps, step_time_s=seconds, resumed=resumed)
     return out
 
   # 1-2. The student, and the teacher: the same model trained longer.
   trained = {}
-  exact = tasks.make_task(
+  exact_task = tasks.make_task(
     "arithmetic", **dict(t.config.task.options, teacher="exact")
   )  # the same problems (the teacher draws from its own stream)
   student = sft("student", t.initial_params, None, size["student_steps"])
-  teacher = sft("teacher", student, exact.train, size["teacher_steps"])
+  teacher = sft("teacher", student, exact_task.train, size["teacher_steps"])
   held_out = t.task.eval[: size["eval_prompts"]]
   for name, params in (("student", student), ("teacher", teacher)):
     trained[name].update(stats(decode(t, params, held_out)[0]))
 
   # 3. One sampled trace per pool problem, and S1's three criteria.
-  pool = exact.train[: size["pool"]]
+  pool = exact_task.train[: size["pool"]]
   right, trace_len, traces = decode(t, teacher, pool, seed=1, temperature=1)
-  quality = np.array([x == e["solution"] for x, e in zip(traces, pool)])
+  quality = right & np.array([rewards.has_r1_format(x) for x in traces])
+  exact = np.array([x.strip() == e["solution"] for x, e in zip(traces, pool)])
   hard = ~decode(t, student, pool)[0]
   n = min(size["select"], int((quality & hard).sum()))
+  if not n:
+    raise RuntimeError("no trace passes quality and difficulty: train longer")
   rng = np.random.default_rng(SEED)
   types = [problem_type(e) for e in pool]
   sets = {
@@ -188,44 +185,39 @@ def run(workdir: str, quick: bool):
   }
 
   # 4-5. SFT of the student on exactly each set; held-out accuracy.
-  points, students = {}, {}
+  points = {}
   for name, chosen in sets.items():
     rows = [dict(pool[i], solution=traces[i]) for i in chosen]
-    for row in rows:
-      row.pop("teacher_solutions", None)
     steps = -(-EPOCHS * n // DISTILL_BATCH)
-    students[name] = sft(name, student, rows, steps, DISTILL_BATCH, DISTILL_LR)
-    correct, length, _ = decode(t, students[name], held_out)
+    params = sft(name, student, rows, steps, DISTILL_BATCH, DISTILL_LR)
+    correct, length, _ = decode(t, params, held_out)
     carry = np.mean([pool[i]["category"] == "carry" for i in chosen])
     points[name] = dict(
       stats(correct, length), size=len(chosen), carry_share=float(carry),
-      exact_share=float(quality[chosen].mean()),
+      exact_share=float(exact[chosen].mean()),
+      right_share=float(right[chosen].mean()),
+      hard_share=float(hard[chosen].mean()),
     )  # fmt: skip
-  points["s1k"].update(
-    budget_forcing(t, students["s1k"], held_out, size["budgets"])
-  )
+    if name == "s1k":  # 5. Budget forcing.
+      points[name].update(budget_forcing(t, params, held_out, size["budgets"]))
   writer.close()
-  curve = points["s1k"]["budget"]
+  pool_stats = dict(
+    size=len(pool), teacher_correct=float(right.mean()),
+    exact_traces=float(exact.mean()), student_wrong=float(hard.mean()),
+    kept=int((quality & hard).sum()), thinking_tokens=float(trace_len.mean()),
+  )  # fmt: skip
+  curve = [points["s1k"]["budget"][str(b)] for b in size["budgets"]]
   results = {
     "budgets": list(size["budgets"]),
-    "accuracy": [curve[str(b)]["accuracy"] for b in size["budgets"]],
-    "thinking_tokens": [
-      curve[str(b)]["thinking_tokens"] for b in size["budgets"]
-    ],
-    "waits": {w: p["accuracy"] for w, p in points["s1k"]["wait"].items()},
+    "accuracy": [x["accuracy"] for x in curve],
+    "thinking_tokens": [x["thinking_tokens"] for x in curve],
+    "waits": {w: x["accuracy"] for w, x in points["s1k"]["wait"].items()},
     "selection": {k: points[k]["accuracy"] for k in sets},
     "points": points,
-    "pool": dict(
-      size=len(pool),
-      teacher_correct=float(right.mean()),
-      exact_traces=float(quality.mean()),
-      student_wrong=float(hard.mean()),
-      kept=int((quality & hard).sum()),
-      mean_thinking_tokens=float(trace_len.mean()),
-    ),
+    "pool": pool_stats,
     "trained": trained,
     "sizes": size,
-    "quick": quick,
+    "load_average": os.getloadavg(),
   }
   return results, figure(results, os.path.join(workdir, f"{NAME}.png"))
 
@@ -252,12 +244,8 @@ def figure(results: dict, out: str) -> str:
   ax.set_title("Budget forcing on the s1k student: test-time scaling")
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
-  bars = {
-    "student": results["trained"]["student"],
-    "teacher": results["trained"]["teacher"],
-    "s1k": p["s1k"],
-    "random1k": p["random1k"],
-  }
+  bars = dict(results["trained"], **p)  # student, teacher, s1k, random1k
+  bars = {k: bars[k] for k in ("student", "teacher", "s1k", "random1k")}
   bx.bar(
     list(bars), [v["accuracy"] for v in bars.values()],
     yerr=[v["accuracy_se"] for v in bars.values()],
@@ -275,57 +263,60 @@ def figure(results: dict, out: str) -> str:
 
 
 def paragraph(r: dict) -> str:
-  p, pool, t = r["points"], r["pool"], r["trained"]
-  acc, tok, budgets = r["accuracy"], r["thinking_tokens"], r["budgets"]
+  p, pool, t, budgets = r["points"], r["pool"], r["trained"], r["budgets"]
   pct = lambda x: f"{x['accuracy']:.1%} +- {x['accuracy_se']:.1%}"
-  s1k, rnd = p["s1k"], p["random1k"]
-  b = lambda i: s1k["budget"][str(budgets[i])]
-  waits = ", ".join(
-    f"{w}: {pct(x)} ({x['thinking_tokens']:.0f} tokens)"
-    for w, x in s1k["wait"].items()
-  )
-  scaled, curated = acc[-1] > acc[0], s1k["accuracy"] >= rnd["accuracy"]
+  s1k, rnd, before = p["s1k"], p["random1k"], t["student"]["accuracy"]
   gap = s1k["accuracy"] - rnd["accuracy"]
   se = np.hypot(s1k["accuracy_se"], rnd["accuracy_se"])
-  more_waits = [x["accuracy"] for x in s1k["wait"].values()]
+  b = [s1k["budget"][str(x)] for x in budgets]
+  w = list(s1k["wait"].values())
+  said = lambda ok, yes, no: yes if ok else no
+  resumed = [k for k, v in t.items() if v["resumed"]]
   return (
-    f"A student trained from scratch ({t['student']['steps']} SFT steps) on "
-    f"the verbose traces of a teacher that drops 70% of carries reaches "
-    f"{pct(t['student'])} held-out greedy accuracy ({r['sizes']['eval_prompts']} "
-    f"problems); the teacher, the same model trained {t['teacher']['steps']} "
-    f"steps longer on exact traces, {pct(t['teacher'])}. The teacher wrote one "
-    f"sampled trace for each of {pool['size']} problems "
-    f"({pool['teacher_correct']:.1%} with the right answer, "
-    f"{pool['exact_traces']:.1%} exactly right step by step); the student "
-    f"got {pool['student_wrong']:.1%} of them wrong, and {pool['kept']} "
-    f"passed both quality and difficulty. S1's diversity draw kept "
-    f"{s1k['size']} ({s1k['carry_share']:.0%} with a carry), the random "
-    f"control {rnd['size']} ({rnd['carry_share']:.0%} with a carry). After "
-    f"SFT of the student on each (5 epochs, batch 16): s1k {pct(s1k)}, "
-    f"random {pct(rnd)}; curated "
-    + (
-      "is at least as good as random" if curated else "is NOT as good as random"
+    f"The student, trained from scratch ({t['student']['steps']} SFT steps) "
+    f"on the verbose traces of a teacher that drops 70% of carries, gets "
+    f"{pct(t['student'])} of {r['sizes']['eval_prompts']} held-out problems "
+    f"right (greedy); the teacher, the same model trained "
+    f"{t['teacher']['steps']} steps longer on exact traces, "
+    f"{pct(t['teacher'])}. Sampling one trace per problem of a pool of "
+    f"{pool['size']}, the teacher is right on {pool['teacher_correct']:.1%} "
+    f"({pool['exact_traces']:.1%} exactly right step by step); the student "
+    f"gets {pool['student_wrong']:.1%} wrong; {pool['kept']} pass quality "
+    f"and difficulty, and S1's diversity draw keeps {s1k['size']} "
+    f"({s1k['carry_share']:.0%} with a carry, against "
+    f"{rnd['carry_share']:.0%} in the random control of as many). After SFT "
+    f"on each (5 epochs, batch 16): s1k {pct(s1k)}, random {pct(rnd)} (the "
+    f"student before: {before:.1%}); curated "
+    + said(gap >= 0, "is at least as good as", "is NOT as good as")
+    + f" random ({gap:+.1%}, {abs(gap) / se:.1f} standard errors). Budget "
+    f"forcing on the s1k student: the end of thinking forced after "
+    f"{budgets[0]} thinking tokens gives {pct(b[0])} "
+    f"({b[0]['thinking_tokens']:.1f} tokens on average), after "
+    f"{budgets[-1]} {pct(b[-1])} ({b[-1]['thinking_tokens']:.1f}): accuracy "
+    + said(r["accuracy"][-1] > r["accuracy"][0], "rises", "does NOT rise")
+    + " with the budget, as in S1 (a cut trace has no answer yet). "
+    "`Wait` appended 0/1/2/4 times: "
+    + ", ".join(f"{pct(x)} ({x['thinking_tokens']:.0f} tokens)" for x in w)
+    + said(
+      max(x["accuracy"] for x in w[1:])
+      > w[0]["accuracy"] + w[0]["accuracy_se"],
+      ": more thinking helps, as in S1. ",
+      ": unlike S1, extra thinking does not help; the traces' check only "
+      "undoes the steps, and this model never learnt to correct an answer "
+      "after it. ",
     )
-    + f" (difference {gap:+.1%}, {abs(gap) / se:.1f} standard errors). "
-    f"Budget forcing on the s1k student: the end of thinking forced after "
-    f"{budgets[0]} thinking tokens gives {pct(b(0))} ({tok[0]:.1f} tokens on "
-    f"average), after {budgets[-1]} {pct(b(-1))} ({tok[-1]:.1f}): accuracy "
-    + ("rises" if scaled else "does NOT rise")
-    + f" with the budget, as in S1. `Wait` appended 0/1/2/4 times: {waits}. "
-    + (
-      "Unlike S1, extra `Wait`s do not raise accuracy: the traces' only "
-      "check undoes the steps and the toy model has no way to use a second "
-      "look to correct an answer, so more thinking adds tokens, not accuracy."
-      if max(more_waits[1:]) <= more_waits[0]
-      else "Appending `Wait` raises accuracy here, as S1 reports."
-    )
-    + f" Where this differs from S1: {s1k['size']} of {pool['size']} problems "
-    f"instead of 1,000 of 59K, a 0.8M-parameter model, and the student "
-    f"learns the long format before distillation (S1's Qwen2.5-32B already "
-    f"writes long answers), so what distillation adds here is the carry. "
-    f"SFT step time: "
+    + f"Unlike S1, the student had to learn the long format first (S1's "
+    f"Qwen2.5-32B already writes long answers), the model has 0.8M "
+    f"parameters, and {s1k['size']} of {pool['size']} problems stand for "
+    f"1,000 of 59K. SFT step time: "
     + ", ".join(f"{k} {v['step_time_s'] / 60:.1f} min" for k, v in t.items())
-    + "."
+    + f"; load average {r['load_average'][1]:.1f} on 2 cores at the end"
+    + said(
+      resumed,
+      f"; this run resumed {', '.join(resumed)} from checkpoints of an "
+      "interrupted one, so its wall time leaves that training out.",
+      ".",
+    )
   )
 
 
