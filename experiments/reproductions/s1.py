@@ -2,28 +2,22 @@
 
   python experiments/reproductions/s1.py --workdir=runs/s1 [--quick]
 
-On the arithmetic task `a+b-c=` (one-digit operands), with long worked
-solutions (`trace="verbose"`: each step in words, `Wait, check:` undoing
-them, then the answer):
+On the arithmetic task `a+b-c=` with long worked solutions (`trace=
+"verbose"`: each step in words, `Wait, check:` undoing them, the answer):
 
-1. Student. SFT from scratch on the verbose traces of a teacher that drops
-   the carry of 70% of carrying additions: fluent in the long format, wrong
-   on most carry problems.
-2. Teacher. The same model trained longer: SFT continues from the student
-   on an exact teacher's verbose traces. It writes one sampled trace
-   (temperature 1) for every problem of a pool.
-3. Selection (S1's three criteria, `rlx.data.selection.s1_select`).
-   Quality: the trace is well-formed with the right answer. Difficulty:
-   the student, greedy, gets the problem wrong. Diversity: a problem type
-   (operator pattern x carry class) drawn uniformly, then a problem of it,
-   long traces first. S1's control: as many traces drawn uniformly from
-   the pool, unfiltered.
-4. SFT the student on exactly each set (5 epochs, batch 16, as S1).
-5. Budget forcing (`rlx.decoding`, greedy) on held-out problems: the end
-   of thinking forced after B thinking tokens, for several B; and `Wait`
-   appended 0/1/2/4 times when the model ends its thinking.
-
-Thinking tokens are those between `<think>` and `</think>`.
+1. Student: SFT from scratch on the verbose traces of a teacher that drops
+   70% of carries: fluent in the long format, wrong on carries.
+2. Teacher: the same model trained longer, on exact verbose traces. It
+   samples one trace (temperature 1) per problem of a pool.
+3. S1's selection (`rlx.data.selection.s1_select`). Quality: the R1 format
+   with the right answer. Difficulty: the student, greedy, is wrong.
+   Diversity: a problem type (operators x carry class) drawn uniformly,
+   then a problem of it, long traces first. Control: as many traces drawn
+   uniformly from the pool, unfiltered.
+4. SFT of the student on exactly each set (S1: 5 epochs, batch 16).
+5. Budget forcing (greedy, held-out problems): the end of thinking (the
+   tokens between `<think>` and `</think>`) forced after B tokens, for
+   several B; and `Wait` appended 0/1/2/4 times when the model stops.
 """
 
 import os
@@ -56,15 +50,9 @@ SIZES = {
     eval_prompts=256,
     budgets=(4, 8, 16, 24, 32, 48),
   ),
-  "quick": dict(
-    student_steps=150,
-    teacher_steps=50,
-    pool=512,
-    select=96,
-    eval_prompts=128,
-    budgets=(8, 48),
-  ),  # fmt: skip
+  "quick": dict(student_steps=150, teacher_steps=50, pool=512, select=96),
 }
+SIZES["quick"].update(eval_prompts=128, budgets=(8, 48))
 WAITS = (0, 1, 2, 4)
 EPOCHS, DISTILL_BATCH = 5, 16  # S1: 5 epochs, batch 16
 DISTILL_LR = 1e-3
@@ -91,8 +79,7 @@ def problem_type(example: dict) -> str:
 
 
 def thinking_tokens(t, out) -> np.ndarray:
-  """Per row: tokens before the first `</think>` (or the end), less the
-  `<think>`."""
+  """Per row: tokens before the first `</think>` (or the end), less one."""
   is_end = np.asarray(out.tokens) == t.tokenizer.encode("</think>")[0]
   length = np.asarray(out.mask, bool).sum(1)
   return np.where(is_end.any(1), is_end.argmax(1), length) - 1
@@ -110,12 +97,10 @@ def decode(t, params, examples, seed=0, temperature=0.0, **forcing):
   return correct, thinking_tokens(t, r.completions), r.texts
 
 
-def stats(correct, thinking=None) -> dict:
+def stats(correct, thinking) -> dict:
   s = evaluation.summarise({"a": correct}, [{}] * len(correct), "x")
-  out = dict(accuracy=s["x/a"], accuracy_se=s["x/a_se"])
-  if thinking is not None:
-    out["thinking_tokens"] = float(np.mean(thinking))
-  return out
+  mean = float(np.mean(thinking))
+  return dict(accuracy=s["x/a"], accuracy_se=s["x/a_se"], thinking_tokens=mean)
 
 
 def budget_forcing(t, params, examples, budgets) -> dict:
@@ -142,15 +127,14 @@ def run(workdir: str, quick: bool):
   size = SIZES["quick" if quick else "full"]
   t = trainer.Trainer(get_config(size), workdir)
   writer = metrics_lib.MetricsWriter(workdir)
-  copy = lambda p: jax.tree.map(jnp.copy, p)
 
   def sft(phase, params, examples, steps, batch_size=None, lr=3e-3):
-    """SFT from a copy of `params` (the phase donates them), cosine decay
-    over `steps`."""
+    """SFT from a copy of `params` (the phase donates them)."""
     t.config.sft.steps, t.config.sft.learning_rate = steps, lr
     resumed = os.path.isdir(os.path.join(workdir, "checkpoints", phase))
     out, seconds = phases.supervised_phase(
-      t, writer, phase=phase, params=copy(params), algo=make_sft_algo(t.config),
+      t, writer, phase=phase, params=jax.tree.map(jnp.copy, params),
+      algo=make_sft_algo(t.config),
       data_seed=SEED + len(phase), steps=steps, examples=examples,
       batch_size=batch_size,
     )  # fmt: skip
@@ -159,14 +143,13 @@ def run(workdir: str, quick: bool):
 
   # 1-2. The student, and the teacher: the same model trained longer.
   trained = {}
-  exact_task = tasks.make_task(
-    "arithmetic", **dict(t.config.task.options, teacher="exact")
-  )  # the same problems (the teacher draws from its own stream)
+  options = dict(t.config.task.options, teacher="exact")  # same problems
+  exact_task = tasks.make_task("arithmetic", **options)
   student = sft("student", t.initial_params, None, size["student_steps"])
   teacher = sft("teacher", student, exact_task.train, size["teacher_steps"])
   held_out = t.task.eval[: size["eval_prompts"]]
   for name, params in (("student", student), ("teacher", teacher)):
-    trained[name].update(stats(decode(t, params, held_out)[0]))
+    trained[name].update(stats(*decode(t, params, held_out)[:2]))
 
   # 3. One sampled trace per pool problem, and S1's three criteria.
   pool = exact_task.train[: size["pool"]]
@@ -185,18 +168,16 @@ def run(workdir: str, quick: bool):
   }
 
   # 4-5. SFT of the student on exactly each set; held-out accuracy.
-  points = {}
+  points, carry = {}, np.array([e["category"] == "carry" for e in pool])
   for name, chosen in sets.items():
+    of = lambda x: float(x[chosen].mean())  # noqa: B023
     rows = [dict(pool[i], solution=traces[i]) for i in chosen]
     steps = -(-EPOCHS * n // DISTILL_BATCH)
     params = sft(name, student, rows, steps, DISTILL_BATCH, DISTILL_LR)
     correct, length, _ = decode(t, params, held_out)
-    carry = np.mean([pool[i]["category"] == "carry" for i in chosen])
     points[name] = dict(
-      stats(correct, length), size=len(chosen), carry_share=float(carry),
-      exact_share=float(exact[chosen].mean()),
-      right_share=float(right[chosen].mean()),
-      hard_share=float(hard[chosen].mean()),
+      stats(correct, length), size=len(chosen), carry_share=of(carry),
+      exact_share=of(exact), right_share=of(right), hard_share=of(hard),
     )  # fmt: skip
     if name == "s1k":  # 5. Budget forcing.
       points[name].update(budget_forcing(t, params, held_out, size["budgets"]))
@@ -223,37 +204,34 @@ def run(workdir: str, quick: bool):
 
 
 def figure(results: dict, out: str) -> str:
-  """S1's Figure 1 (accuracy against average thinking tokens), with the
-  `Wait` points, and the selection against its random control."""
+  """S1's Figure 1 (accuracy against average thinking tokens) with the
+  `Wait` points; the selection against its random control."""
   fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
   p = results["points"]
-  for kind, style, label in (
-    ("budget", "o-", "forced end of thinking at B tokens"),
+  for kind, fmt, label in (
+    ("budget", "o-", "end of thinking forced at B tokens"),
     ("wait", "s:", "0/1/2/4 x Wait appended"),
   ):
-    v = list(p["s1k"][kind].values())
-    ax.errorbar(
-      [x["thinking_tokens"] for x in v], [x["accuracy"] for x in v],
-      [x["accuracy_se"] for x in v], fmt=style, capsize=2, label=label,
-    )  # fmt: skip
-    for k, x in p["s1k"][kind].items():
-      tag = f"B={k}" if kind == "budget" else f"{k}W"
-      ax.annotate(tag, (x["thinking_tokens"], x["accuracy"]), fontsize=7)
-  ax.set_xlabel("average thinking tokens (held-out problems)")
-  ax.set_ylabel("accuracy (greedy)")
-  ax.set_title("Budget forcing on the s1k student: test-time scaling")
+    x, y, e = zip(*[
+      (v["thinking_tokens"], v["accuracy"], v["accuracy_se"])
+      for v in p["s1k"][kind].values()
+    ])  # fmt: skip
+    ax.errorbar(x, y, e, fmt=fmt, capsize=2, label=label)
+    for k, xy in zip(p["s1k"][kind], zip(x, y)):
+      ax.annotate(f"B={k}" if kind == "budget" else f"{k}W", xy, fontsize=7)
+  ax.set(xlabel="average thinking tokens (held-out problems)")
+  ax.set(ylabel="accuracy (greedy)", title="Budget forcing, s1k student")
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
-  bars = dict(results["trained"], **p)  # student, teacher, s1k, random1k
-  bars = {k: bars[k] for k in ("student", "teacher", "s1k", "random1k")}
+  bars = dict(results["trained"], **p)
+  names = ("student", "teacher", "s1k", "random1k")
   bx.bar(
-    list(bars), [v["accuracy"] for v in bars.values()],
-    yerr=[v["accuracy_se"] for v in bars.values()],
-    color=["0.6", "0.3", "C0", "C1"], capsize=4, label="held-out accuracy",
+    names, [bars[k]["accuracy"] for k in names], capsize=4,
+    yerr=[bars[k]["accuracy_se"] for k in names],
+    color=["0.6", "0.3", "C0", "C1"], label="held-out accuracy, +- 1 s.e.",
   )  # fmt: skip
-  bx.set_ylabel("held-out accuracy (greedy, no forcing)")
+  bx.set(ylabel="accuracy (greedy, no forcing)", ylim=(0, 1))
   bx.set_title(f"SFT on {p['s1k']['size']} curated vs random traces")
-  bx.set_ylim(0, 1)
   bx.legend(fontsize=8)
   fig.suptitle("s1: Simple test-time scaling (Muennighoff et al. 2025), rlx")
   fig.tight_layout()
@@ -265,56 +243,52 @@ def figure(results: dict, out: str) -> str:
 def paragraph(r: dict) -> str:
   p, pool, t, budgets = r["points"], r["pool"], r["trained"], r["budgets"]
   pct = lambda x: f"{x['accuracy']:.1%} +- {x['accuracy_se']:.1%}"
-  s1k, rnd, before = p["s1k"], p["random1k"], t["student"]["accuracy"]
+  said = lambda ok, yes, no: yes if ok else no
+  s1k, rnd = p["s1k"], p["random1k"]
   gap = s1k["accuracy"] - rnd["accuracy"]
   se = np.hypot(s1k["accuracy_se"], rnd["accuracy_se"])
-  b = [s1k["budget"][str(x)] for x in budgets]
+  b = [s1k["budget"][str(x)] for x in (budgets[0], budgets[-1])]
   w = list(s1k["wait"].values())
-  said = lambda ok, yes, no: yes if ok else no
   resumed = [k for k, v in t.items() if v["resumed"]]
   return (
-    f"The student, trained from scratch ({t['student']['steps']} SFT steps) "
-    f"on the verbose traces of a teacher that drops 70% of carries, gets "
-    f"{pct(t['student'])} of {r['sizes']['eval_prompts']} held-out problems "
-    f"right (greedy); the teacher, the same model trained "
-    f"{t['teacher']['steps']} steps longer on exact traces, "
-    f"{pct(t['teacher'])}. Sampling one trace per problem of a pool of "
-    f"{pool['size']}, the teacher is right on {pool['teacher_correct']:.1%} "
-    f"({pool['exact_traces']:.1%} exactly right step by step); the student "
-    f"gets {pool['student_wrong']:.1%} wrong; {pool['kept']} pass quality "
-    f"and difficulty, and S1's diversity draw keeps {s1k['size']} "
-    f"({s1k['carry_share']:.0%} with a carry, against "
-    f"{rnd['carry_share']:.0%} in the random control of as many). After SFT "
-    f"on each (5 epochs, batch 16): s1k {pct(s1k)}, random {pct(rnd)} (the "
-    f"student before: {before:.1%}); curated "
+    f"The student ({t['student']['steps']} SFT steps from scratch on the "
+    f"verbose traces of a teacher that drops 70% of carries) gets "
+    f"{pct(t['student'])} of {r['sizes']['eval_prompts']} held-out"
+    f" problems right (greedy); the teacher (the same model, "
+    f"{t['teacher']['steps']} steps longer on exact traces) "
+    f"{pct(t['teacher'])}. Of {pool['size']} traces the teacher samples, "
+    f"{pool['teacher_correct']:.1%} have the right answer "
+    f"({pool['exact_traces']:.1%} are exactly right); the student gets "
+    f"{pool['student_wrong']:.1%} of these problems wrong; {pool['kept']} "
+    f"pass quality and difficulty and S1's diversity draw keeps "
+    f"{s1k['size']} ({s1k['carry_share']:.0%} with a carry; the random "
+    f"control of as many: {rnd['carry_share']:.0%}). After SFT on each (5 "
+    f"epochs, batch 16): s1k {pct(s1k)}, random {pct(rnd)}: curated "
     + said(gap >= 0, "is at least as good as", "is NOT as good as")
     + f" random ({gap:+.1%}, {abs(gap) / se:.1f} standard errors). Budget "
-    f"forcing on the s1k student: the end of thinking forced after "
-    f"{budgets[0]} thinking tokens gives {pct(b[0])} "
-    f"({b[0]['thinking_tokens']:.1f} tokens on average), after "
+    f"forcing on the s1k student: thinking cut at {budgets[0]} tokens gives "
+    f"{pct(b[0])} ({b[0]['thinking_tokens']:.1f} on average), at "
     f"{budgets[-1]} {pct(b[-1])} ({b[-1]['thinking_tokens']:.1f}): accuracy "
     + said(r["accuracy"][-1] > r["accuracy"][0], "rises", "does NOT rise")
-    + " with the budget, as in S1 (a cut trace has no answer yet). "
-    "`Wait` appended 0/1/2/4 times: "
+    + " with the budget, as in S1. `Wait` appended 0/1/2/4 times: "
     + ", ".join(f"{pct(x)} ({x['thinking_tokens']:.0f} tokens)" for x in w)
     + said(
       max(x["accuracy"] for x in w[1:])
       > w[0]["accuracy"] + w[0]["accuracy_se"],
       ": more thinking helps, as in S1. ",
-      ": unlike S1, extra thinking does not help; the traces' check only "
-      "undoes the steps, and this model never learnt to correct an answer "
-      "after it. ",
+      ": unlike S1, extra thinking does not help (the traces' check only "
+      "undoes the steps; the model never saw an answer corrected after it). ",
     )
-    + f"Unlike S1, the student had to learn the long format first (S1's "
-    f"Qwen2.5-32B already writes long answers), the model has 0.8M "
+    + "Also unlike S1: the student had to learn the long format first "
+    "(Qwen2.5-32B already writes long answers), the model has 0.8M "
     f"parameters, and {s1k['size']} of {pool['size']} problems stand for "
-    f"1,000 of 59K. SFT step time: "
+    "1,000 of 59K. SFT step time: "
     + ", ".join(f"{k} {v['step_time_s'] / 60:.1f} min" for k, v in t.items())
     + f"; load average {r['load_average'][1]:.1f} on 2 cores at the end"
     + said(
       resumed,
       f"; this run resumed {', '.join(resumed)} from checkpoints of an "
-      "interrupted one, so its wall time leaves that training out.",
+      "interrupted one: its wall time leaves that training out.",
       ".",
     )
   )
