@@ -54,12 +54,10 @@ SIZES = {
 }
 SIZES["quick"].update(eval_prompts=128, budgets=(8, 48))
 WAITS = (0, 1, 2, 4)
-EPOCHS, DISTILL_BATCH = 5, 16  # S1: 5 epochs, batch 16
-DISTILL_LR = 1e-3
+EPOCHS, DISTILL_BATCH, DISTILL_LR = 5, 16, 1e-3  # S1: 5 epochs, batch 16
 TRACE_TOKENS = 64  # room for a verbose trace (about 45 tokens)
 WAIT_TOKENS = 160  # the thinking cap with Waits: a trace and 4 more checks
-DECODE_BATCH = 256
-SEED = 0
+DECODE_BATCH, SEED = 256, 0
 
 
 def get_config(size: dict):
@@ -131,7 +129,10 @@ def run(workdir: str, quick: bool):
   def sft(phase, params, examples, steps, batch_size=None, lr=3e-3):
     """SFT from a copy of `params` (the phase donates them)."""
     t.config.sft.steps, t.config.sft.learning_rate = steps, lr
-    resumed = os.path.isdir(os.path.join(workdir, "checkpoints", phase))
+    saved = os.path.join(workdir, "checkpoints", phase)
+    resumed = os.path.isdir(saved) and any(
+      d.isdigit() for d in os.listdir(saved)
+    )
     out, seconds = phases.supervised_phase(
       t, writer, phase=phase, params=jax.tree.map(jnp.copy, params),
       algo=make_sft_algo(t.config),
