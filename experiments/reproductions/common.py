@@ -78,9 +78,10 @@ def publish(name: str, text: str, figure: str, cmd: str, wall_s: float):
   readme.replace_section(readme.README, name, section)
 
 
-def main(name: str, run, paragraph):
+def main(name: str, run, paragraph, figure=None):
   """The script's entry point: runs, writes results.json (with the wall
-  time) and, with --readme, the README section."""
+  time) and, with --readme, the README section. With --from_results,
+  `figure(results, path)` (if given) draws the figure again."""
 
   def _main(argv):
     del argv
@@ -88,17 +89,18 @@ def main(name: str, run, paragraph):
     os.makedirs(workdir, exist_ok=True)
     if FROM_RESULTS.value:
       results = read_results(workdir)
-      figure = os.path.join(workdir, f"{name}.png")
+      path = os.path.join(workdir, f"{name}.png")
+      path = figure(results, path) if figure else path
     else:
       start = time.perf_counter()
-      results, figure = run(workdir, QUICK.value)
+      results, path = run(workdir, QUICK.value)
       results["wall_s"] = time.perf_counter() - start
       write_results(workdir, results)
     print(paragraph(results))
-    print(f"results: {os.path.join(workdir, 'results.json')}, figure: {figure}")
+    print(f"results: {os.path.join(workdir, 'results.json')}, figure: {path}")
     if README.value:  # a --quick run says so in the command it quotes
       cmd = command(name, QUICK.value, workdir)
-      publish(name, paragraph(results), figure, cmd, results["wall_s"])
+      publish(name, paragraph(results), path, cmd, results["wall_s"])
 
   flags.mark_flag_as_required("workdir")
   app.run(_main)

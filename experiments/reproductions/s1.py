@@ -159,8 +159,7 @@ def run(workdir: str, quick: bool):
   exact = np.array([x.strip() == e["solution"] for x, e in zip(traces, pool)])
   hard = ~decode(t, student, pool)[0]
   n = min(size["select"], int((quality & hard).sum()))
-  if not n:
-    raise RuntimeError("no trace passes quality and difficulty: train longer")
+  assert n, "no trace passes quality and difficulty: train longer"
   rng = np.random.default_rng(SEED)
   types = [problem_type(e) for e in pool]
   sets = {
@@ -218,8 +217,6 @@ def figure(results: dict, out: str) -> str:
       for v in p["s1k"][kind].values()
     ])  # fmt: skip
     ax.errorbar(x, y, e, fmt=fmt, capsize=2, label=label)
-    for k, xy in zip(p["s1k"][kind], zip(x, y)):
-      ax.annotate(f"B={k}" if kind == "budget" else f"{k}W", xy, fontsize=7)
   ax.set(xlabel="average thinking tokens (held-out problems)")
   ax.set(ylabel="accuracy (greedy)", title="Budget forcing, s1k student")
   ax.legend(fontsize=8)
@@ -245,55 +242,65 @@ def paragraph(r: dict) -> str:
   p, pool, t, budgets = r["points"], r["pool"], r["trained"], r["budgets"]
   pct = lambda x: f"{x['accuracy']:.1%} +- {x['accuracy_se']:.1%}"
   said = lambda ok, yes, no: yes if ok else no
-  s1k, rnd = p["s1k"], p["random1k"]
+  s1k, rnd, before = p["s1k"], p["random1k"], t["student"]
   gap = s1k["accuracy"] - rnd["accuracy"]
   se = np.hypot(s1k["accuracy_se"], rnd["accuracy_se"])
   b = [s1k["budget"][str(x)] for x in (budgets[0], budgets[-1])]
   w = list(s1k["wait"].values())
+  helps = max(x["accuracy"] for x in w[1:]) > w[0]["accuracy"]
   resumed = [k for k, v in t.items() if v["resumed"]]
   return (
-    f"The student ({t['student']['steps']} SFT steps from scratch on the "
-    f"verbose traces of a teacher that drops 70% of carries) gets "
-    f"{pct(t['student'])} of {r['sizes']['eval_prompts']} held-out"
-    f" problems right (greedy); the teacher (the same model, "
-    f"{t['teacher']['steps']} steps longer on exact traces) "
-    f"{pct(t['teacher'])}. Of {pool['size']} traces the teacher samples, "
-    f"{pool['teacher_correct']:.1%} have the right answer "
+    f"The student ({before['steps']} SFT steps from scratch on the verbose "
+    f"traces of a teacher that drops 70% of carries) gets {pct(before)} of "
+    f"{r['sizes']['eval_prompts']} held-out problems right (greedy); the "
+    f"teacher (the same model, {t['teacher']['steps']} steps longer on "
+    f"exact traces) {pct(t['teacher'])}. Of the {pool['size']} traces the "
+    f"teacher samples, {pool['teacher_correct']:.1%} have the right answer "
     f"({pool['exact_traces']:.1%} are exactly right); the student gets "
     f"{pool['student_wrong']:.1%} of these problems wrong; {pool['kept']} "
-    f"pass quality and difficulty and S1's diversity draw keeps "
+    f"pass quality and difficulty, and S1's diversity draw keeps "
     f"{s1k['size']} ({s1k['carry_share']:.0%} with a carry; the random "
     f"control of as many: {rnd['carry_share']:.0%}). After SFT on each (5 "
-    f"epochs, batch 16): s1k {pct(s1k)}, random {pct(rnd)}: curated "
+    f"epochs, batch 16): s1k {pct(s1k)}, random {pct(rnd)} ("
+    + said(min(r["selection"].values()) > before["accuracy"], "", "NOT ")
+    + "both above the student before); curated "
     + said(gap >= 0, "is at least as good as", "is NOT as good as")
-    + f" random ({gap:+.1%}, {abs(gap) / se:.1f} standard errors). Budget "
-    f"forcing on the s1k student: thinking cut at {budgets[0]} tokens gives "
-    f"{pct(b[0])} ({b[0]['thinking_tokens']:.1f} on average), at "
-    f"{budgets[-1]} {pct(b[-1])} ({b[-1]['thinking_tokens']:.1f}): accuracy "
-    + said(r["accuracy"][-1] > r["accuracy"][0], "rises", "does NOT rise")
-    + " with the budget, as in S1. `Wait` appended 0/1/2/4 times: "
+    + f" random ({gap:+.1%}, {abs(gap) / se:.1f} standard errors)"
+    + said(
+      s1k["carry_share"] > rnd["carry_share"],
+      ". ",
+      ", unlike S1: the student is wrong on so much of the pool that the "
+      "difficulty filter does not single out the carries it was taught to "
+      "drop, so the curated set is no harder than the random one. ",
+    )
+    + f"Budget forcing on the s1k student: thinking cut at {budgets[0]} "
+    f"tokens gives {pct(b[0])} ({b[0]['thinking_tokens']:.1f} on average), "
+    f"at {budgets[-1]} {pct(b[-1])} ({b[-1]['thinking_tokens']:.1f}): "
+    + said(r["accuracy"][-1] > r["accuracy"][0], "higher", "NOT higher")
+    + ", as in S1 (the answer comes at the end of a trace). `Wait` appended "
+    "0/1/2/4 times: "
     + ", ".join(f"{pct(x)} ({x['thinking_tokens']:.0f} tokens)" for x in w)
     + said(
-      max(x["accuracy"] for x in w[1:])
-      > w[0]["accuracy"] + w[0]["accuracy_se"],
+      helps,
       ": more thinking helps, as in S1. ",
-      ": unlike S1, extra thinking does not help (the traces' check only "
-      "undoes the steps; the model never saw an answer corrected after it). ",
+      f"; unlike S1, it hurts: after `Wait` the model writes "
+      f"`{w[1]['example'][-24:]}` and never answers (no trace it saw goes "
+      "on after its final `So N.`). ",
     )
     + "Also unlike S1: the student had to learn the long format first "
     "(Qwen2.5-32B already writes long answers), the model has 0.8M "
     f"parameters, and {s1k['size']} of {pool['size']} problems stand for "
     "1,000 of 59K. SFT step time: "
     + ", ".join(f"{k} {v['step_time_s'] / 60:.1f} min" for k, v in t.items())
-    + f"; load average {r['load_average'][1]:.1f} on 2 cores at the end"
+    + f"; load average {r['load_average'][1]:.0f} on the 2 shared cores"
     + said(
       resumed,
-      f"; this run resumed {', '.join(resumed)} from checkpoints of an "
-      "interrupted one: its wall time leaves that training out.",
+      f"; this invocation continued an interrupted one ({', '.join(resumed)}"
+      " checkpoints): the wall time below counts only itself.",
       ".",
     )
   )
 
 
 if __name__ == "__main__":
-  common.main(NAME, run, paragraph)
+  common.main(NAME, run, paragraph, figure)
