@@ -70,12 +70,6 @@ def get_config(size: dict):
   return c
 
 
-def problem_type(example: dict) -> str:
-  """S1's domain, here: operator pattern x carry class (e.g. `+-/carry`)."""
-  pattern = re.sub(r"[^+\-*]", "", example["expression"])
-  return f"{pattern}/{example['category']}"
-
-
 def thinking_tokens(t, out) -> np.ndarray:
   """Per row: tokens before the first `</think>` (or the end), less one."""
   is_end = np.asarray(out.tokens) == t.tokenizer.encode("</think>")[0]
@@ -107,17 +101,18 @@ def budget_forcing(t, params, examples, budgets) -> dict:
   tok = t.tokenizer
   end, wait = tuple(tok.encode("</think>")), tuple(tok.encode(" Wait"))
   points = {"budget": {}, "wait": {}}
-  for b in budgets:  # the sampler counts `<think>` as a thinking token
-    force = dict(max_thinking_tokens=b + 1, max_new_tokens=b + 16)
-    c, n, _ = decode(t, params, examples, think_end=end, **force)
-    points["budget"][str(b)] = stats(c, n)
-  for w in WAITS:
-    force = dict(
+  runs = [  # the sampler counts `<think>` as a thinking token
+    ("budget", b, dict(max_thinking_tokens=b + 1, max_new_tokens=b + 16))
+    for b in budgets
+  ] + [
+    ("wait", w, dict(
       wait=wait, min_thinking_tokens=WAIT_TOKENS if w else 0, max_waits=w,
-      max_thinking_tokens=WAIT_TOKENS, max_new_tokens=WAIT_TOKENS + 16,
-    )  # fmt: skip
+      max_thinking_tokens=WAIT_TOKENS, max_new_tokens=WAIT_TOKENS + 16))
+    for w in WAITS
+  ]  # fmt: skip
+  for kind, k, force in runs:
     c, n, texts = decode(t, params, examples, think_end=end, **force)
-    points["wait"][str(w)] = dict(stats(c, n), example=texts[0])
+    points[kind][str(k)] = dict(stats(c, n), example=texts[0])
   return points
 
 
@@ -130,14 +125,11 @@ def run(workdir: str, quick: bool):
     """SFT from a copy of `params` (the phase donates them)."""
     t.config.sft.steps, t.config.sft.learning_rate = steps, lr
     saved = os.path.join(workdir, "checkpoints", phase)
-    resumed = os.path.isdir(saved) and any(
-      d.isdigit() for d in os.listdir(saved)
-    )
+    resumed = os.path.isdir(saved) and any(map(str.isdigit, os.listdir(saved)))
     out, seconds = phases.supervised_phase(
       t, writer, phase=phase, params=jax.tree.map(jnp.copy, params),
-      algo=make_sft_algo(t.config),
-      data_seed=SEED + len(phase), steps=steps, examples=examples,
-      batch_size=batch_size,
+      algo=make_sft_algo(t.config), data_seed=SEED + len(phase), steps=steps,
+      examples=examples, batch_size=batch_size,
     )  # fmt: skip
     trained[phase] = dict(steps=steps, step_time_s=seconds, resumed=resumed)
     return out
@@ -161,7 +153,8 @@ def run(workdir: str, quick: bool):
   n = min(size["select"], int((quality & hard).sum()))
   assert n, "no trace passes quality and difficulty: train longer"
   rng = np.random.default_rng(SEED)
-  types = [problem_type(e) for e in pool]
+  # S1's domains, here operator pattern x carry class (e.g. `+-carry`).
+  types = [re.sub(r"[^+-]", "", e["expression"]) + e["category"] for e in pool]
   sets = {
     "s1k": selection.s1_select(quality & hard, types, trace_len, n, rng),
     "random1k": selection.random_select(len(pool), n, rng),
@@ -194,12 +187,9 @@ def run(workdir: str, quick: bool):
     "thinking_tokens": [x["thinking_tokens"] for x in curve],
     "waits": {w: x["accuracy"] for w, x in points["s1k"]["wait"].items()},
     "selection": {k: points[k]["accuracy"] for k in sets},
-    "points": points,
-    "pool": pool_stats,
-    "trained": trained,
-    "sizes": size,
+    "points": points, "pool": pool_stats, "trained": trained, "sizes": size,
     "load_average": os.getloadavg(),
-  }
+  }  # fmt: skip
   return results, figure(results, os.path.join(workdir, f"{NAME}.png"))
 
 
