@@ -17,7 +17,7 @@ def test_quick_run_budget_forcing_and_selection(tmp_path):
     is not applied), and the curated set's student is at least as good as
     the random one's within two standard errors.
   """
-  r = run_quick("s1", tmp_path, timeout=1800)
+  r = run_quick("s1", tmp_path, timeout=600)
   assert (tmp_path / "s1.png").stat().st_size > 10_000
   budgets, acc, tok = r["budgets"], r["accuracy"], r["thinking_tokens"]
   assert len(budgets) == len(acc) == len(tok) >= 2
