@@ -16,8 +16,10 @@ there is typed by hand.
 
 import json
 import os
+import resource
 import shutil
 import sys
+import threading
 import time
 
 from absl import app, flags
@@ -61,7 +63,48 @@ def command(name: str, quick: bool, workdir: str) -> str:
   return f"python experiments/reproductions/{name}.py{flags_}"
 
 
-def publish(name: str, text: str, figure: str, cmd: str, wall_s: float):
+def cpu_seconds() -> float:
+  """User + system CPU time of this process and its finished children."""
+  return sum(
+    u.ru_utime + u.ru_stime
+    for u in map(
+      resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+  )
+
+
+class LoadMeter:
+  """The machine's mean 1-minute load average while a run lasts, sampled
+  every `every_s` seconds from a daemon thread."""
+
+  def __init__(self, every_s: float = 20.0):
+    self.samples = [os.getloadavg()[0]]
+    self._stop = threading.Event()
+    self._thread = threading.Thread(
+      target=self._sample, args=(every_s,), daemon=True
+    )
+    self._thread.start()
+
+  def _sample(self, every_s: float):
+    while not self._stop.wait(every_s):
+      self.samples.append(os.getloadavg()[0])
+
+  def stop(self) -> float:
+    self._stop.set()
+    return sum(self.samples) / len(self.samples)
+
+
+def cost(results: dict) -> str:
+  """The run's cost as measured: wall time, the machine's load average
+  (other jobs stretch the wall time) and CPU time, which they do not."""
+  return (
+    f"wall time {results['wall_s'] / 60:.1f} min at load average "
+    f"{results['load_average']:.1f} on {os.cpu_count()} cores; CPU time "
+    f"{results['cpu_s'] / 60:.1f} min"
+  )
+
+
+def publish(name: str, text: str, figure: str, cmd: str, results: dict):
   """The README section `name`: the paragraph, the command, the figure."""
   target = os.path.join("docs", f"{name}.png")
   shutil.copyfile(figure, os.path.join(ROOT, target))
@@ -69,8 +112,7 @@ def publish(name: str, text: str, figure: str, cmd: str, wall_s: float):
     [
       text,
       "",
-      f"Produced by `{cmd}` (wall time {wall_s / 60:.1f} min; "
-      "`results.json` in the workdir).",
+      f"Produced by `{cmd}` ({cost(results)}; `results.json` in the workdir).",
       "",
       f"![{name}]({target})",
     ]
@@ -92,15 +134,17 @@ def main(name: str, run, paragraph, figure=None):
       path = os.path.join(workdir, f"{name}.png")
       path = figure(results, path) if figure else path
     else:
-      start = time.perf_counter()
+      start, cpu_start, load = time.perf_counter(), cpu_seconds(), LoadMeter()
       results, path = run(workdir, QUICK.value)
       results["wall_s"] = time.perf_counter() - start
+      results["cpu_s"] = cpu_seconds() - cpu_start
+      results["load_average"] = load.stop()
       write_results(workdir, results)
     print(paragraph(results))
     print(f"results: {os.path.join(workdir, 'results.json')}, figure: {path}")
     if README.value:  # a --quick run says so in the command it quotes
       cmd = command(name, QUICK.value, workdir)
-      publish(name, paragraph(results), path, cmd, results["wall_s"])
+      publish(name, paragraph(results), path, cmd, results)
 
   flags.mark_flag_as_required("workdir")
   app.run(_main)

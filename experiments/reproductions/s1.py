@@ -188,7 +188,6 @@ def run(workdir: str, quick: bool):
     "waits": {w: x["accuracy"] for w, x in points["s1k"]["wait"].items()},
     "selection": {k: points[k]["accuracy"] for k in sets},
     "points": points, "pool": pool_stats, "trained": trained, "sizes": size,
-    "load_average": os.getloadavg(),
   }  # fmt: skip
   return results, figure(results, os.path.join(workdir, f"{NAME}.png"))
 
@@ -282,7 +281,6 @@ def paragraph(r: dict) -> str:
     f"parameters, and {s1k['size']} of {pool['size']} problems stand for "
     "1,000 of 59K. SFT step time: "
     + ", ".join(f"{k} {v['step_time_s'] / 60:.1f} min" for k, v in t.items())
-    + f"; load average {r['load_average'][1]:.0f} on the 2 shared cores"
     + said(
       resumed,
       f"; this invocation continued an interrupted one ({', '.join(resumed)}"
