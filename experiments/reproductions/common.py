@@ -5,6 +5,7 @@ A script defines `run(workdir, quick) -> (results, figure_path)` and
 `paragraph(results) -> str`, then calls `main(name, run, paragraph)`:
 
   python experiments/reproductions/NAME.py --workdir=DIR [--quick] [--readme]
+    [--from_results]
 
 writes DIR/results.json and DIR/NAME.png; with `--readme` it also copies
 the figure to docs/NAME.png and replaces the README section between
@@ -38,6 +39,12 @@ QUICK = flags.DEFINE_bool(
 )
 README = flags.DEFINE_bool(
   "readme", False, "Write the README section and docs/NAME.png."
+)
+FROM_RESULTS = flags.DEFINE_bool(
+  "from_results",
+  False,
+  "Do not run: take DIR/results.json and DIR/NAME.png of an earlier run "
+  "(to rewrite its paragraph after a change of wording).",
 )
 
 
@@ -142,25 +149,31 @@ def publish(name: str, text: str, figure: str, cmd: str, results: dict):
   readme.replace_section(readme.README, name, section)
 
 
-def main(name: str, run, paragraph):
+def main(name: str, run, paragraph, figure=None):
   """The script's entry point: runs, writes results.json (with the wall
-  time) and, with --readme, the README section."""
+  time) and, with --readme, the README section. With --from_results,
+  `figure(results, path)` (if given) draws the figure again."""
 
   def _main(argv):
     del argv
     workdir = WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
-    start, cpu_start, load = time.perf_counter(), cpu_seconds(), LoadMeter()
-    results, figure = run(workdir, QUICK.value)
-    results["wall_s"] = time.perf_counter() - start
-    results["cpu_s"] = cpu_seconds() - cpu_start
-    results["load_average"] = load.stop()
-    write_results(workdir, results)
+    if FROM_RESULTS.value:
+      results = read_results(workdir)
+      path = os.path.join(workdir, f"{name}.png")
+      path = figure(results, path) if figure else path
+    else:
+      start, cpu_start, load = time.perf_counter(), cpu_seconds(), LoadMeter()
+      results, path = run(workdir, QUICK.value)
+      results["wall_s"] = time.perf_counter() - start
+      results["cpu_s"] = cpu_seconds() - cpu_start
+      results["load_average"] = load.stop()
+      write_results(workdir, results)
     print(paragraph(results))
-    print(f"results: {os.path.join(workdir, 'results.json')}, figure: {figure}")
+    print(f"results: {os.path.join(workdir, 'results.json')}, figure: {path}")
     if README.value:  # a --quick run says so in the command it quotes
       cmd = command(name, QUICK.value, workdir)
-      publish(name, paragraph(results), figure, cmd, results)
+      publish(name, paragraph(results), path, cmd, results)
 
   flags.mark_flag_as_required("workdir")
   app.run(_main)

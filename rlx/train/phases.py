@@ -227,10 +227,12 @@ def supervised_phase(
   seconds: float | None = None,
   eval_every: int = 0,
   examples: list | None = None,
+  batch_size: int | None = None,
 ):
   """SFT on worked solutions (of `examples`, default the task's training
   set; each needs a `solution` or `teacher_solutions`, see
-  `tasks.draw_solution`) from `params`, logged as `phase`
+  `tasks.draw_solution`), `batch_size` per step (default
+  `config.sft.batch_size`), from `params`, logged as `phase`
   and checkpointed in `checkpoints/{phase}`, resuming from there: for
   `steps` steps, or until the step time (update and batching, without
   evaluation, saving or the first step after a start, which compiles)
@@ -244,7 +246,7 @@ def supervised_phase(
     keep=config.train.keep_checkpoints,
     async_save=config.train.async_checkpoints,
   )
-  batch_size = config.sft.batch_size
+  batch_size = batch_size or config.sft.batch_size
   train_set = trainer.task.train if examples is None else list(examples)
   data = DataIterator(train_set, batch_size, seed=data_seed)
   start, elapsed = 0, 0.0

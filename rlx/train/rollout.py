@@ -115,10 +115,12 @@ def generate(
   temperature: float | None = None,
   num_samples: int | None = None,
   strategy: str | None = None,
+  **overrides,
 ) -> Rollout:
   """Completions of a global batch of `examples`, `num_samples` per prompt
-  (defaults: the config's rollout settings). Every process calls it with
-  the same examples and gets its own rows."""
+  (defaults: the config's rollout settings; `overrides`: further
+  `SamplingConfig` fields, see `Trainer.sampler`). Every process calls it
+  with the same examples and gets its own rows."""
   r = trainer.config.rollout
   temperature = r.temperature if temperature is None else temperature
   num_samples = trainer.G if num_samples is None else num_samples
@@ -130,11 +132,29 @@ def generate(
     prompts, trainer.tokenizer.pad_id, length=trainer.prompt_len
   )
   batch = algos.host_local_to_global({"t": tokens, "m": mask}, trainer.mesh)
-  decode = trainer.sampler(temperature, num_samples, strategy)
+  decode = trainer.sampler(temperature, num_samples, strategy, **overrides)
   out = jax.tree.map(trainer.fetch, decode(params, batch["t"], batch["m"], key))
   return Rollout(
     examples, tokens, mask, out, decode_texts(trainer, out), num_samples
   )
+
+
+def generate_all(
+  trainer: Trainer, params, examples: list, key, batch_size: int, **kwargs
+) -> Rollout:
+  """`generate` over any number of `examples`, in global batches of
+  `batch_size` (the last one padded, so one compiled decoder serves all;
+  batch `i` draws with `fold_in(key, i)`); the whole rollout, on every
+  process. `kwargs` as for `generate`."""
+  chunks = []
+  for i, start in enumerate(range(0, len(examples), batch_size)):
+    chunk = examples[start : start + batch_size]
+    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    sub = jax.random.fold_in(key, i)
+    chunks.append(
+      generate(trainer, params, chunk, sub, **kwargs).whole(trainer)
+    )
+  return concat(chunks).groups(np.arange(len(examples)))
 
 
 def decode_texts(trainer: Trainer, out: decoding.DecodeOutput) -> list[str]:

@@ -237,11 +237,18 @@ class Trainer:
 
   # Decoders -------------------------------------------------------------------
 
-  def sampler(self, temperature: float, num_samples: int, strategy: str):
+  def sampler(
+    self, temperature: float, num_samples: int, strategy: str, **overrides
+  ):
     """The compiled decoder `(params, tokens, mask, key) -> DecodeOutput`
     for these settings (built once): `strategy` 'sample' (temperature 0:
-    greedy) or 'beam' (`num_samples` beams, all returned)."""
-    key = (temperature, num_samples, strategy)
+    greedy) or 'beam' (`num_samples` beams, all returned). `overrides` are
+    further `SamplingConfig` fields for 'sample', e.g. S1's budget forcing
+    (`think_end`, `wait`, `min_thinking_tokens`, `max_thinking_tokens`,
+    `max_waits`) or another `max_new_tokens`."""
+    key = (temperature, num_samples, strategy, tuple(sorted(overrides.items())))
+    if overrides and strategy == "beam":
+      raise ValueError(f"beam search takes no sampling overrides: {overrides}")
     if key not in self._samplers:
       r = self.config.rollout
       params = self.abstract_params
@@ -263,7 +270,7 @@ class Trainer:
           top_p=1.0 if greedy else r.top_p,
           min_p=0.0 if greedy else r.min_p,
           num_samples=num_samples,
-          **self.sampling,
+          **{**self.sampling, **overrides},
         )
         self._samplers[key] = decoding.make_sampler(
           self.graphdef, params, cfg, self.mesh
