@@ -6,7 +6,8 @@ composes them as `experiments/run.py` does.
 - evaluation.py: `evaluate`, `summarise`, `teacher_metrics`.
 - lm.py: `sequence_logprobs`, `next_token_logprobs`, `LMTrainer` (a causal LM
   fitted to any token rows, for density experiments).
-- phases.py: `run_sft`, `supervised_phase`, `run_rl`, `run_control`.
+- phases.py: `run_sft`, `supervised_phase`, `run_rl` (each step an
+  `RLStep`), `run_control`.
 - curriculum.py: Kimi k1.5's prompts by difficulty (`pass_rates`,
   `difficulty_weights`, `rl_weights` for `config.curriculum`), and
   `sample_groups` (k samples per prompt, e.g. for rejection sampling).
