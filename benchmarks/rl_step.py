@@ -58,8 +58,8 @@ from rlx.train.phases import RLStep  # noqa: E402
 from rlx.train.trainer import Trainer  # noqa: E402
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
-BEGIN = "<!-- rl_step.py: begin (generated; do not edit) -->"
-END = "<!-- rl_step.py: end -->"
+BEGIN = "<!-- rl_step.py {}: begin (generated; do not edit) -->"
+END = "<!-- rl_step.py {}: end -->"
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 
 
@@ -357,10 +357,11 @@ def trl_side(rlx: RlxSide, config, dtype, workdir, steps: int, between):
 
 def summarise(records: list[dict]) -> dict:
   """Medians of the steps after the first; compile: the first's extra."""
+  for r in records:
+    r["host"] = r["step"] - r["rollout"] - r["reward"] - r["update"]
   rest = records[1:] or records
   med = {k: statistics.median(r[k] for r in rest) for k in rest[0]}
   med["compile"] = records[0]["step"] - med["step"]
-  med["host"] = med["step"] - med["rollout"] - med["reward"] - med["update"]
   return med
 
 
@@ -459,16 +460,21 @@ def table(rows: list[dict], args, started: str) -> str:
   return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
+def write_readme(text: str, setting: str) -> None:
+  """Replaces the setting's section of the README (one per setting, so a
+  run of one setting keeps the other's table)."""
   with open(README) as f:
     readme = f.read()
-  section = f"{BEGIN}\n{text}\n{END}"
-  if BEGIN in readme:
-    head, rest = readme.split(BEGIN, 1)
-    readme = head + section + rest.split(END, 1)[1]
+  begin, end = BEGIN.format(setting), END.format(setting)
+  section = f"{begin}\n{text}\n{end}"
+  if begin in readme:
+    head, rest = readme.split(begin, 1)
+    readme = head + section + rest.split(end, 1)[1]
   else:
     head, sep, tail = readme.partition("\n## Update\n")
-    readme = f"{head}\n## RL step\n\n{section}\n{sep}{tail}"
+    if "\n## RL step\n" not in head:
+      head += "\n## RL step\n"
+    readme = f"{head}\n{section}\n{sep}{tail}"
   with open(README, "w") as f:
     f.write(readme)
 
@@ -493,13 +499,14 @@ def main(argv=None):
   )
   rows = []
   for setting in args.settings.split(","):
+    ours = []
     for dtype in args.dtypes.split(","):
       with tempfile.TemporaryDirectory() as workdir:
-        rows += run_setting(setting, dtype, args, workdir)
-      print(table(rows, args, started), flush=True)
-  text = table(rows, args, started)
-  if args.readme if args.readme is not None else not args.quick:
-    write_readme(text)
+        ours += run_setting(setting, dtype, args, workdir)
+      print(table(ours, args, started), flush=True)
+    if args.readme if args.readme is not None else not args.quick:
+      write_readme(table(ours, args, started), setting)
+    rows += ours
   return rows
 
 
