@@ -35,6 +35,8 @@ setuptools.setup(
       "nbformat",
       "ipykernel",
     ],
+    # benchmarks/rl_step.py's TRL side (GRPOTrainer)
+    "bench": ["trl", "transformers", "torch==2.13.0", "datasets"],
     # `tensorboard --logdir=WORKDIR/tensorboard` (README, TensorBoard)
     "tensorboard": ["tensorboard"],
   },

@@ -53,14 +53,15 @@ def make_batch(vocab: int) -> dict:
   )
 
 
-def train_flops(config, tokens: int) -> float:
-  """Matmul FLOPs of forward + backward (3x forward), attention included."""
-  c = config
+def train_flops(config, tokens: int, seq_len: int | None = None) -> float:
+  """Matmul FLOPs of forward + backward (3x forward), attention included
+  (each of `tokens` attends over `seq_len`, default T, positions)."""
+  c, length = config, T if seq_len is None else seq_len
   q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
   per_layer = 2 * c.hidden_size * q + 2 * c.hidden_size * kv
   per_layer += 3 * c.hidden_size * c.intermediate_size
   dense = c.num_layers * per_layer + c.hidden_size * c.vocab_size
-  attn = c.num_layers * 2 * T * q  # QK^T and PV, per token, full square
+  attn = c.num_layers * 2 * length * q  # QK^T and PV, per token, full square
   return 3 * 2 * tokens * (dense + attn)
 
 

@@ -449,3 +449,30 @@ def test_load_time_is_linear_in_the_number_of_layers(tmp_path):
   t128, model = seconds(large)
   assert model.config.num_layers == 128
   assert t128 < 8 * t32, f"32 layers {t32:.2f} s, 128 layers {t128:.2f} s"
+
+
+def test_mixed_dot_is_a_bf16_dot_with_fp32_accumulation_and_grads():
+  """Forward and both gradients match fp32 dots of the bf16-rounded
+  inputs; the input gradient is rounded to bf16 (the activations' dtype),
+  the weight gradient keeps the fp32 master's dtype and precision."""
+  from rlx.models.transformer import mixed_dot
+
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(k1, (2, 5, 16))
+  w = jax.random.normal(k2, (16, 8))
+  g = jax.random.normal(k3, (2, 5, 8))
+  bf = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)
+  y, vjp = jax.vjp(
+    lambda x, w: mixed_dot(x, w, jnp.bfloat16, jnp.float32), x, w
+  )
+  dx, dw = vjp(g)
+  assert y.dtype == dx.dtype == dw.dtype == jnp.float32
+  np.testing.assert_allclose(y, bf(x) @ bf(w), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, bf(bf(g) @ bf(w).T), rtol=1e-5, atol=1e-5)
+  ref = jnp.einsum("btk,btn->kn", bf(x), bf(g))
+  np.testing.assert_allclose(dw, ref, rtol=1e-5, atol=1e-5)
+  # bf16 output (the Dense path): its cotangent is bf16 too.
+  y16 = mixed_dot(x.astype(jnp.bfloat16), w, jnp.bfloat16)
+  assert y16.dtype == jnp.bfloat16
+  grad_w = jax.grad(lambda w: mixed_dot(x, w, "bfloat16").sum().astype(float))
+  assert grad_w(w).dtype == jnp.float32

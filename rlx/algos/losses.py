@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rlx.models.transformer import mixed_dot
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOSS_AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum")
 
@@ -36,15 +38,17 @@ def unembedding(model) -> tuple[jax.Array, bool]:
 
 def _chunk_stats(h_BxCxD, w, vocab_major, target_BxC, temperature, entropy):
   """(logsumexp, target logit, entropy) of one chunk, all fp32 [B, C]."""
+  f32 = jnp.float32
+  if h_BxCxD.dtype != f32:  # bf16 dots forward and backward, fp32 logits
+    w_DxV = w.T if vocab_major else w
+    logits = mixed_dot(h_BxCxD, w_DxV, h_BxCxD.dtype, f32)
+  elif vocab_major:
+    logits = jnp.einsum("bcd,vd->bcv", h_BxCxD, w, preferred_element_type=f32)
+  else:
+    logits = jnp.einsum("bcd,dv->bcv", h_BxCxD, w, preferred_element_type=f32)
   if vocab_major:
-    logits = jnp.einsum(
-      "bcd,vd->bcv", h_BxCxD, w, preferred_element_type=jnp.float32
-    )
     w_rows = jnp.take(w, target_BxC, axis=0)
   else:
-    logits = jnp.einsum(
-      "bcd,dv->bcv", h_BxCxD, w, preferred_element_type=jnp.float32
-    )
     w_rows = jnp.take(w, target_BxC, axis=1).transpose(1, 2, 0)
   target = jnp.einsum(
     "bcd,bcd->bc", h_BxCxD, w_rows, preferred_element_type=jnp.float32

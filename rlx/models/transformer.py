@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 _DTYPES = ("float32", "bfloat16", "float16")
+F32 = jnp.dtype(jnp.float32)
 
 
 ROPE_TYPES = ("llama3", "linear", "yarn")
@@ -289,6 +290,41 @@ def _normal(rngs: nnx.Rngs, shape, std: float, dtype):
   return std * jax.random.normal(rngs.params(), shape, dtype)
 
 
+def mixed_dot(x, w, dtype, out_dtype=None):
+  """x[..., K] @ w[K, N] with inputs cast to `dtype` (bf16), fp32
+  accumulation and the result in `out_dtype` (default `dtype`). The
+  backward dots take bf16 inputs too and accumulate in fp32; `w`'s
+  gradient comes back in `w`'s own dtype (fp32 master weights). On CPUs
+  with AVX512-BF16 / AMX this is XLA's native bf16 dot; a bf16 x bf16 ->
+  bf16 dot would be run in fp32 with conversions around it."""
+  dtype = jnp.dtype(dtype)
+  return _mixed_dot(x.astype(dtype), w, dtype, jnp.dtype(out_dtype or dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed_dot(x, w, dtype, out_dtype):
+  y = jnp.dot(x, w.astype(dtype), preferred_element_type=F32)
+  return y.astype(out_dtype)
+
+
+def _mixed_dot_fwd(x, w, dtype, out_dtype):
+  return _mixed_dot(x, w, dtype, out_dtype), (x, w)
+
+
+def _mixed_dot_bwd(dtype, out_dtype, res, g):
+  x, w = res
+  g = g.astype(dtype)
+  dx = jnp.dot(g, w.astype(dtype).T, preferred_element_type=F32)
+  flat = lambda a: a.reshape(-1, a.shape[-1])
+  dw = jax.lax.dot_general(
+    flat(x), flat(g), (((0,), (0,)), ((), ())), preferred_element_type=F32
+  )
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_mixed_dot.defvjp(_mixed_dot_fwd, _mixed_dot_bwd)
+
+
 class Dense(nnx.Module):
   """y = x @ kernel (+ bias), kernel stored [in, out] with logical axes."""
 
@@ -315,7 +351,10 @@ class Dense(nnx.Module):
     self.dtype = jnp.dtype(config.dtype)
 
   def __call__(self, x):
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.dtype == F32:
+      y = jnp.dot(x.astype(F32), self.kernel[...].astype(F32))
+    else:
+      y = mixed_dot(x, self.kernel[...], self.dtype)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y

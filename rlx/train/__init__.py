@@ -2,7 +2,7 @@
 composes them as `experiments/run.py` does.
 
 - `Trainer` (trainer.py): what a run builds once from its config.
-- rollout.py: `generate`, `score`, `Rollout`, `dynamic_sampling`, `rl_batch`.
+- rollout.py: `generate`, `generate_all`, `score`, `Rollout`, `dynamic_sampling`, `rl_batch`.
 - evaluation.py: `evaluate`, `summarise`, `teacher_metrics`, `chunks`,
   `outcome_shares` (per prompt, the share of its completions in each class).
 - heldout.py: `HeldOut`, an exported model on the held-out prompts under
@@ -10,7 +10,8 @@ composes them as `experiments/run.py` does.
 - lm.py: `sequence_logprobs`, `completion_logprobs`, `next_token_logprobs`,
   `LMTrainer` (a causal LM fitted to any token rows, for density
   experiments).
-- phases.py: `run_sft`, `supervised_phase`, `run_rl`, `run_control`.
+- phases.py: `run_sft`, `supervised_phase`, `run_rl` (each step an
+  `RLStep`), `run_control`.
 - curriculum.py: Kimi k1.5's prompts by difficulty (`pass_rates`,
   `difficulty_weights`, `rl_weights` for `config.curriculum`), and
   `sample_groups` (k samples per prompt, e.g. for rejection sampling;

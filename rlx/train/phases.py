@@ -335,12 +335,91 @@ def _nanmean(x: np.ndarray) -> float:
   return float(x[ok].mean()) if ok.any() else float("nan")
 
 
+class RLStep:
+  """One step of `run_rl`: rollout, rewards (and dynamic sampling), the
+  update's batch, `prepare` (old/reference log-probs, advantages) and the
+  update, compiled on first use. `times` holds the last step's seconds:
+  `rollout_s` (decoding and texts), `reward_s`, `batch_s` (host batch and
+  transfer) and `update_s` (prepare, update and its scalars)."""
+
+  def __init__(self, trainer: Trainer, algo, updates: int):
+    config = trainer.config
+    self.trainer, self.algo, self.update = trainer, algo, None
+    graphdef, u, G = trainer.graphdef, algo.update, trainer.G
+    logprobs = functools.partial(
+      algos.token_logprobs,
+      graphdef,
+      chunk_size=u.chunk_size,
+      temperature=u.temperature,
+    )
+    # One on-policy GRPO update needs no old log-prob pass: its ratio is 1.
+    grpo = isinstance(algo.config, algos.GRPOConfig)
+    needs_old = not (grpo and updates == 1)
+    self.per_reward = grpo
+
+    def prepare(params, ref_params, value_head, batch, running_mean):
+      batch = dict(batch)
+      if needs_old:
+        batch["old_logprobs"] = logprobs(params, batch["tokens"], batch["mask"])
+      if ref_params is not None:
+        batch["ref_logprobs"] = logprobs(
+          ref_params, batch["tokens"], batch["mask"]
+        )
+      if value_head is not None:
+        batch["old_values"] = algos.values(
+          graphdef, params, value_head, batch["tokens"], batch["mask"]
+        )
+      return algo.prepare_batch(batch, G, running_mean=running_mean)
+
+    self.prepare = jax.jit(prepare)
+    self.rollout_key = stream(config.seed, "rollout")
+    self.update_key = stream(config.seed, "update")
+    self.times = {}
+
+  def __call__(self, state, ref_params, examples, draw, step, running_mean):
+    """`(state, rollout, update metrics, prepare stats)` of step `step` on
+    the global batch `examples`; `draw()` gives dynamic sampling's next."""
+    trainer, mesh = self.trainer, self.trainer.mesh
+    t0 = time.perf_counter()
+    key = jax.random.fold_in(self.rollout_key, step)
+    rollout = rollout_lib.generate(trainer, state.params, examples, key)
+    t1 = time.perf_counter()
+    rollout = rollout_lib.score(trainer, rollout)
+    if trainer.config.rollout.dynamic_sampling:
+      rollout = rollout_lib.dynamic_sampling(
+        trainer, state.params, rollout, draw, key
+      )
+    t2 = time.perf_counter()
+    batch = rollout_lib.rl_batch(trainer, rollout, self.per_reward)
+    batch = _to_device(batch, mesh)
+    t3 = time.perf_counter()
+    batch, stats = self.prepare(
+      state.params,
+      ref_params,
+      state.value_head,
+      batch,
+      jnp.float32(running_mean),
+    )
+    if self.update is None:
+      self.update = algos.compile_update_step(
+        self.algo, trainer.graphdef, state, batch, mesh
+      )
+    key = jax.random.fold_in(self.update_key, step)
+    state, m = self.update(state, batch, key)
+    m, stats = _scalars(m), _scalars(stats)
+    t4 = time.perf_counter()
+    self.times = dict(
+      rollout_s=t1 - t0, reward_s=t2 - t1, batch_s=t3 - t2, update_s=t4 - t3
+    )
+    return state, rollout, m, stats
+
+
 def run_rl(trainer: Trainer, sft_params, writer):
   """The RL phase from `sft_params`; returns the final params and the step
   time spent (rollout, rewards and update, without evaluation, saving or
   the first step after a start, which compiles)."""
   config = trainer.config
-  r, mesh, G = config.rollout, trainer.mesh, trainer.G
+  r, mesh = config.rollout, trainer.mesh
   steps = config.train.steps
   updates = config.algo.num_epochs * config.algo.num_minibatches
   algo = make_algo(config, updates)
@@ -371,36 +450,7 @@ def run_rl(trainer: Trainer, sft_params, writer):
   else:
     writer.truncate(lambda rec: rec["phase"] != "rl")
 
-  graphdef = trainer.graphdef
-  u = algo.update
-  logprobs = functools.partial(
-    algos.token_logprobs,
-    graphdef,
-    chunk_size=u.chunk_size,
-    temperature=u.temperature,
-  )
-
-  # One on-policy GRPO update needs no old log-prob pass: its ratio is 1.
-  needs_old = not (isinstance(algo.config, algos.GRPOConfig) and updates == 1)
-
-  def prepare(params, ref_params, value_head, batch, running_mean):
-    batch = dict(batch)
-    if needs_old:
-      batch["old_logprobs"] = logprobs(params, batch["tokens"], batch["mask"])
-    if ref_params is not None:
-      batch["ref_logprobs"] = logprobs(
-        ref_params, batch["tokens"], batch["mask"]
-      )
-    if value_head is not None:
-      batch["old_values"] = algos.values(
-        graphdef, params, value_head, batch["tokens"], batch["mask"]
-      )
-    return algo.prepare_batch(batch, G, running_mean=running_mean)
-
-  prepare = jax.jit(prepare)
-  update = None
-  rollout_key = stream(config.seed, "rollout")
-  update_key = stream(config.seed, "update")
+  rl_step = RLStep(trainer, algo, updates)
   bar = Progress(config.train.progress, steps, start, config.algo.name)
   if start == 0:
     record = {
@@ -409,44 +459,23 @@ def run_rl(trainer: Trainer, sft_params, writer):
     }
     writer.write(0, {**record, "time/elapsed_s": 0.0}, "rl")
   pending, guard = False, UpdateGuard(config, "rl")
-  per_reward = isinstance(algo.config, algos.GRPOConfig)
   for step in range(start + 1, steps + 1):
-    t0 = time.perf_counter()
-    key = jax.random.fold_in(rollout_key, step)
-    rollout = rollout_lib.generate(trainer, state.params, next(data), key)
-    t1 = time.perf_counter()
-    rollout = rollout_lib.score(trainer, rollout)
-    if r.dynamic_sampling:
-      rollout = rollout_lib.dynamic_sampling(
-        trainer, state.params, rollout, lambda: next(data), key
-      )
-    t2 = time.perf_counter()
-    batch = rollout_lib.rl_batch(trainer, rollout, per_reward)
-    batch = _to_device(batch, mesh)
-    batch, stats = prepare(
-      state.params,
-      ref_params,
-      state.value_head,
-      batch,
-      jnp.float32(running_mean),
+    state, rollout, m, stats = rl_step(
+      state, ref_params, next(data), lambda: next(data), step, running_mean
     )
-    if update is None:
-      update = algos.compile_update_step(algo, graphdef, state, batch, mesh)
-    state, m = update(state, batch, jax.random.fold_in(update_key, step))
-    m, stats = _scalars(m), _scalars(stats)
     running_mean = stats.get("running_mean", running_mean)
-    t3 = time.perf_counter()
+    t = rl_step.times
     if step > start + 1:  # the first step compiles
-      elapsed += t3 - t0
+      elapsed += sum(t.values())
 
     record = {
       # NaN: unscored by every reward (left out of the advantages too).
       "train/reward": _nanmean(trainer.gather(rollout.rewards)),
       "train/accuracy": float(trainer.gather(rollout.correct).mean()),
       "train/response_length": float(trainer.gather(rollout.lengths).mean()),
-      "time/rollout_s": t1 - t0,
-      "time/reward_s": t2 - t1,
-      "time/update_s": t3 - t2,
+      "time/rollout_s": t["rollout_s"],
+      "time/reward_s": t["reward_s"],
+      "time/update_s": t["batch_s"] + t["update_s"],
       "time/elapsed_s": elapsed,
       **{f"train/{k}": v for k, v in rollout.metrics.items()},
       **{f"update/{k}": v for k, v in {**stats, **m}.items()},
