@@ -48,7 +48,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from update import train_flops  # noqa: E402
+from update import median_time, train_flops  # noqa: E402
 
 from experiments.configs.grpo_arithmetic import get_config  # noqa: E402
 from rlx import algos, models, rewards  # noqa: E402
@@ -163,13 +163,9 @@ def dot_shapes(c, rows: int) -> list[tuple[int, int, int, int]]:
 
 
 def median_seconds(fn, runs: int) -> float:
+  """`update.median_time` after one untimed call (compilation)."""
   fn()
-  times = []
-  for _ in range(runs):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  return median_time(fn, runs)
 
 
 def matmul_peak(c, rows: int, dtype: str, runs: int = 3, max_m: int = 2048):
