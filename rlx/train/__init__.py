@@ -2,7 +2,8 @@
 composes them as `experiments/run.py` does.
 
 - `Trainer` (trainer.py): what a run builds once from its config.
-- rollout.py: `generate`, `generate_all`, `score`, `Rollout`, `dynamic_sampling`, `rl_batch`.
+- rollout.py: `generate`, `generate_all`, `score`, `Rollout`,
+  `dynamic_sampling`, `rl_batch`.
 - evaluation.py: `evaluate`, `summarise`, `teacher_metrics`, `chunks`,
   `outcome_shares` (per prompt, the share of its completions in each class).
 - heldout.py: `HeldOut`, an exported model on the held-out prompts under
