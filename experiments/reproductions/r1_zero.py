@@ -135,7 +135,7 @@ def run(workdir: str, quick: bool):
     f"{e['prompt']} -> {x}" for e, x in zip(t.task.eval, texts[:SAMPLES])
   ]
 
-  rl = [r for r in metrics_lib.read_metrics(workdir) if r["phase"] == "rl"]
+  rl = metrics_lib.read_metrics(workdir, phase="rl")
   train = [r for r in rl if "train/reward" in r]
   evals = [r for r in rl if "eval/accuracy" in r]
   results = {
