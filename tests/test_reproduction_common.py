@@ -1,12 +1,9 @@
 """The reproduction scaffold's cost line: CPU time and load are measured,
 not guessed."""
 
-import sys
 import time
 
-sys.path.insert(0, "experiments/reproductions")
-
-import common  # noqa: E402
+from experiments.reproductions import common
 
 
 def test_cpu_seconds_counts_this_process_work():

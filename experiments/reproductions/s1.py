@@ -22,8 +22,8 @@ On the arithmetic task `a+b-c=` with long worked solutions (`trace=
 
 import os
 import re
+import sys
 
-import common  # first: puts the repository on sys.path
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -32,7 +32,13 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(
+  0,
+  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+)
+
 from experiments.configs.arithmetic_base import base_config  # noqa: E402
+from experiments.reproductions import common  # noqa: E402
 from rlx import rewards  # noqa: E402
 from rlx.data import selection, tasks  # noqa: E402
 from rlx.train import evaluation, phases, rollout, trainer  # noqa: E402
