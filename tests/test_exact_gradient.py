@@ -65,12 +65,21 @@ def _model_config():
   )
 
 
+def jacobian_rows(f, x):
+  """d f / d x as [f.size, x.size], one VJP per output (no vmap)."""
+  y, vjp = jax.vjp(f, x)
+  eye = jnp.eye(y.size, dtype=y.dtype).reshape(-1, *y.shape)
+  return jax.lax.map(lambda ct: vjp(ct)[0], eye)
+
+
 class Problem:
   """The enumerated rows, exact quantities, and rlx's log-prob Jacobian.
 
   Everything that differentiates the model is one jitted function (one
-  compile). Jacobians use forward mode: jit(vmap(vjp)) through the model
-  (`jax.jacrev`) gave wrong rows on CPU with jax 0.10.2.
+  compile). rlx's log-prob path has a custom VJP (no forward mode), so its
+  Jacobian is taken one row at a time (`lax.map` over VJPs):
+  jit(vmap(vjp)) through the model (`jax.jacrev`) gave wrong rows on CPU
+  with jax 0.10.2.
   """
 
   def __init__(self, seed=0):
@@ -162,7 +171,7 @@ class Problem:
       "seq_logp": seq_logp,
       "score": jax.jacfwd(self.seq_logp)(flat),
       "rlx_logp": self.rlx_token_logprobs(flat),
-      "jac": jax.jacfwd(self.rlx_token_logprobs)(flat),
+      "jac": jacobian_rows(self.rlx_token_logprobs, flat),
       "ref_logp": ref_logp,
       "grad_J": jax.grad(self.J)(flat),
       "kl_grads": {k: jax.grad(f)(flat) for k, f in kl_fns.items()},

@@ -3,33 +3,24 @@ curriculum by difficulty, at toy scale.
 
   python experiments/reproductions/kimi.py --workdir=runs/kimi [--quick]
 
-Data. The arithmetic task `a±b±c=` of the default run, with its teacher
-that drops carries (a third of the problems carry, and there the teacher's
-usual answer is wrong), made long-thinking: after its worked steps the
-teacher re-checks the last one 0 to `max_rechecks` times, uniformly
-(`7+8=5, 5-3=2, wait 5-3=2, wait 5-3=2`). The re-checks are pure
-overthinking: they add tokens, never information.
+Data: the default run's task `a±b±c=` and its carry-dropping teacher,
+made long-thinking: after its worked steps the teacher re-checks the last
+one 0 to `max_rechecks` times (`7+8=5, 5-3=2, wait 5-3=2`), tokens that
+add no information. SFT on these traces gives the long-thinking model
+that every arm (`rlx.train.run`) starts from:
 
-SFT on these traces gives a long-thinking model; from it:
-
-1. Length penalty. The same GRPO run (`grpo_arithmetic`'s settings) with
-   and without Kimi's length reward (`rlx.rewards.kimi_length`, on top of
-   the accuracy reward): over the k samples of a prompt, lambda = 0.5 -
-   (len - min_len) / (max_len - min_len), given to correct samples, and
-   min(0, lambda) to wrong ones. Held-out greedy accuracy and response
-   length after RL. Kimi's claim: shorter responses at equal accuracy.
-2. Long2short by shortest-correct rejection sampling: sample k completions
-   of each of `sample_prompts` training prompts from the long-thinking
-   model, keep the shortest correct one of each, fine-tune on those;
-   against the length-penalty RL, in tokens per correct answer.
-3. Curriculum: each training prompt's difficulty is the SFT model's pass
-   rate over the same k samples; RL draws prompts with weight 1 - pass
-   rate, never the always-solved or never-solved ones
-   (`config.curriculum.sampling="pass_rate"`, `rlx.train.curriculum`),
-   against uniform sampling (the no-penalty run), in held-out accuracy per
-   RL step.
-
-Every arm is `rlx.train.run` from the same exported SFT model.
+1. Length penalty: the same GRPO run with and without Kimi's length
+   reward (`rlx.rewards.kimi_length` on top of accuracy: lambda = 0.5 -
+   (len - min_len) / (max_len - min_len) over a prompt's k samples, given
+   to correct samples, min(0, lambda) to wrong ones). Kimi's claim:
+   shorter responses at equal held-out accuracy.
+2. Long2short: k samples of each of `sample_prompts` training prompts,
+   the shortest correct one of each kept, SFT on those; in tokens per
+   correct answer against the length-penalty RL.
+3. Curriculum: RL draws prompts with weight 1 - pass rate (the SFT
+   model's, over the same k samples), never the always- or never-solved
+   ones (`config.curriculum.sampling="pass_rate"`), against uniform
+   sampling, in held-out accuracy per RL step.
 """
 
 import json
@@ -88,9 +79,6 @@ PASS_RATE_FIELDS = (  # of the curriculum's estimate, kept in results.json
 ).split()
 
 
-# Data -------------------------------------------------------------------------
-
-
 def overthink(solution: str, rng: np.random.Generator, max_rechecks: int):
   """The worked solution's think part, then its last step re-checked 0 to
   `max_rechecks` times, uniformly (`7+8=15, 15-3=12, wait 15-3=12`)."""
@@ -101,33 +89,30 @@ def overthink(solution: str, rng: np.random.Generator, max_rechecks: int):
   )
 
 
+def row(example: dict, reasoning: str, **extra) -> dict:
+  """A JSONL record: the example's prompt, answer and category, with
+  `reasoning` as its worked solution."""
+  keys = ("prompt", "answer", "category")
+  return {**{k: example[k] for k in keys}, "reasoning": reasoning, **extra}
+
+
 def long_thinking_data(p: dict, workdir: str) -> dict:
   """The task as JSONL files: train with the teacher's long-thinking
   traces, and the held-out prompts; returns the task options."""
   sizes = {k: p[k] for k in ("num_operands", "num_train", "num_eval")}
   task = tasks.arithmetic_task(**dict(base_config().task.options, **sizes))
   rng = np.random.default_rng(0)
-  rows = lambda examples, solve: [
-    {
-      "prompt": e["prompt"],
-      "answer": e["answer"],
-      "reasoning": solve(e),
-      "category": e["category"],
-    }
-    for e in examples
-  ]
-  traces = lambda e: overthink(
+  trace = lambda e: overthink(
     tasks.draw_solution(e, rng), rng, p["max_rechecks"]
   )
-  folder = os.path.join(workdir, "data")
-  os.makedirs(folder, exist_ok=True)
-  train_path = data.write_jsonl(
-    os.path.join(folder, "train.jsonl"), rows(task.train, traces)
+  path = lambda name: os.path.join(workdir, "data", name)
+  os.makedirs(path(""), exist_ok=True)
+  return jsonl_task(
+    data.write_jsonl(
+      path("train.jsonl"), [row(e, trace(e)) for e in task.train]
+    ),
+    data.write_jsonl(path("eval.jsonl"), [row(e, "") for e in task.eval]),
   )
-  eval_path = data.write_jsonl(
-    os.path.join(folder, "eval.jsonl"), rows(task.eval, lambda e: "")
-  )
-  return jsonl_task(train_path, eval_path)
 
 
 def jsonl_task(train_path: str, eval_path: str) -> dict:
@@ -139,12 +124,10 @@ def jsonl_task(train_path: str, eval_path: str) -> dict:
   )
 
 
-# Configs ----------------------------------------------------------------------
-
-
-def config_for(p: dict, task_options: dict, checkpoint: str = ""):
+def config_for(p: dict, task_options: dict, checkpoint="", changes=None):
   """`arithmetic_base` with `grpo_arithmetic`'s algorithm, on the JSONL
-  task, greedy held-out evaluation only, from `checkpoint` if given."""
+  task, greedy held-out evaluation only, from `checkpoint` if given, with
+  `changes` ({"section.key": value})."""
   c = base_config()
   # Room for the re-checks' words: the size the measured run asked for (the
   # text gives fewer pieces; `train_sentencepiece` warns how many).
@@ -161,24 +144,8 @@ def config_for(p: dict, task_options: dict, checkpoint: str = ""):
   if checkpoint:  # the exported SFT model and its tokenizer
     c.model.checkpoint = checkpoint
     c.sft.steps = 0
+  c.update_from_flattened_dict(changes or {})
   return c
-
-
-def rl_config(p: dict, task_options: dict, sft_model: str, changes: dict):
-  """The RL run from the SFT model, with `changes` ({"section.key": value})
-  to the config."""
-  c = config_for(p, task_options, sft_model)
-  c.train.steps = p["rl_steps"]
-  c.train.eval_every = p["eval_every"]
-  c.train.save_every = p["rl_steps"]
-  c.train.export = False
-  for key, value in changes.items():
-    section, name = key.split(".")
-    c[section][name] = value
-  return c
-
-
-# Measurements -----------------------------------------------------------------
 
 
 def evaluations(workdir: str) -> list[dict]:
@@ -199,46 +166,33 @@ def point(record: dict) -> dict:
 
 
 def arm(workdir: str) -> dict:
-  records = evaluations(workdir)
-  steps = metrics_lib.read_metrics(
-    workdir, phase="rl", having="train/response_length"
+  records, curve = evaluations(workdir), metrics_lib.curve
+  key = "train/response_length"
+  lengths = curve(
+    metrics_lib.read_metrics(workdir, phase="rl", having=key), key
   )
-  late = steps[len(steps) // 2 :]
   return {
     **point(records[-1]),
     # The rollouts' mean length over the second half of RL (all arms draw
     # the same random numbers: a paired comparison).
-    "train_length_late": float(
-      np.mean([r["train/response_length"] for r in late])
-    ),
+    "train_length_late": float(np.mean(lengths[len(lengths) // 2 :])),
     "steps": [r["step"] for r in records],
-    "accuracy_curve": [r["eval/accuracy"] for r in records],
-    "length_curve": [r["eval/response_length"] for r in records],
+    "accuracy_curve": curve(records, "eval/accuracy"),
+    "length_curve": curve(records, "eval/response_length"),
   }
 
 
 def shortest_correct(examples, groups: curriculum.Groups, k: int) -> list:
   """Long2short data: per prompt, the shortest of its k samples that is
   correct and well formed (R1 format); prompts with none are left out."""
-  rows = []
   best = groups.shortest_correct(rewards.has_r1_format)
+  rows = []
   for i, (e, j) in enumerate(zip(examples, best)):
-    if j is None:
-      continue
-    text = groups.texts[i * k + j]
-    rows.append(
-      {
-        "prompt": e["prompt"],
-        "answer": e["answer"],
-        "reasoning": text[text.index("<think>") + 7 : text.index("</think>")],
-        "category": e["category"],
-        "tokens": int(groups.lengths[i, j]),
-      }
-    )
+    if j is not None:
+      text = groups.texts[i * k + j]
+      think = text[text.index("<think>") + 7 : text.index("</think>")]
+      rows.append(row(e, think, tokens=int(groups.lengths[i, j])))
   return rows
-
-
-# The reproduction ----------------------------------------------------------
 
 
 def run(workdir: str, quick: bool):
@@ -253,6 +207,12 @@ def run(workdir: str, quick: bool):
 
   # 1. The same RL run without and with Kimi's length reward.
   accuracy_only = {"reward.weights": dict(accuracy_if_format=1.0)}
+  rl = {
+    "train.steps": p["rl_steps"],
+    "train.save_every": p["rl_steps"],
+    "train.eval_every": p["eval_every"],
+    "train.export": False,
+  }
   runs = {
     "no_penalty": accuracy_only,
     "length_penalty": {
@@ -277,13 +237,10 @@ def run(workdir: str, quick: bool):
     config_for(p, task, sft_model), os.path.join(workdir, "samples")
   )
   prompts = sampler.task.train[: p["sample_prompts"]]
+  key = curriculum.sampling_key(sampler.config.seed)
+  temperature = sampler.config.rollout.temperature
   groups = curriculum.sample_groups(
-    sampler,
-    sampler.initial_params,
-    prompts,
-    p["k"],
-    curriculum.sampling_key(sampler.config.seed),
-    sampler.config.rollout.temperature,
+    sampler, sampler.initial_params, prompts, p["k"], key, temperature
   )
   short = shortest_correct(prompts, groups, p["k"])
   if not short:
@@ -291,14 +248,19 @@ def run(workdir: str, quick: bool):
   l2s_path = data.write_jsonl(
     os.path.join(workdir, "data", "long2short.jsonl"), short
   )
-  l2s = config_for(p, jsonl_task(l2s_path, task["eval_path"]), sft_model)
-  l2s.sft.steps = p["l2s_steps"]
-  l2s.sft.learning_rate = p["l2s_learning_rate"]
-  l2s.sft.warmup_steps = min(5, p["l2s_steps"])
-  common.sft_only(l2s, os.path.join(workdir, "long2short"))
+  l2s = {
+    "sft.steps": p["l2s_steps"],
+    "sft.learning_rate": p["l2s_learning_rate"],
+    "sft.warmup_steps": min(5, p["l2s_steps"]),
+  }
+  l2s_task = jsonl_task(l2s_path, task["eval_path"])
+  common.sft_only(
+    config_for(p, l2s_task, sft_model, l2s),
+    os.path.join(workdir, "long2short"),
+  )
 
   for name, changes in runs.items():
-    config = rl_config(p, task, sft_model, changes)
+    config = config_for(p, task, sft_model, {**rl, **changes})
     train.run(config, os.path.join(workdir, name))
   arms = {name: arm(os.path.join(workdir, name)) for name in runs}
   with open(os.path.join(workdir, "by_difficulty", curriculum.FILE)) as f:

@@ -5,22 +5,25 @@ Log-prob convention (used by every algorithm): for tokens [B, T],
 0`, so log-probs line up with the tokens they score and a
 `completion_mask_BxT` picks the positions that count.
 
-Log-probs are computed from the final hidden states in fp32, `chunk_size`
-positions at a time: each chunk's logits [B, C, V] are reduced to a
-logsumexp (and an entropy) at once and, under `jax.checkpoint`, recomputed in
-the backward pass rather than stored, so a 151,936-token vocabulary never
-needs a full fp32 [B, T, V] array. The target logit is a dot product of the
-hidden state with the target's unembedding row: no log-softmax array and no
-gather over the vocabulary.
+Log-probs are computed from the final hidden states, `chunk_size`
+positions at a time: each chunk's logits [B, C, V] (fp32, from bf16 dots
+when the model computes in bf16) are reduced to a log-prob and an entropy
+at once, and a custom VJP recomputes them in the backward pass rather
+than storing them, so a 151,936-token vocabulary never needs a full fp32
+[B, T, V] array. The backward pass forms the logits' gradient in one
+elementwise pass (softmax, target one-hot, entropy) and runs two dots: no
+log-softmax array, no gather or scatter over the vocabulary.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rlx.models.transformer import mixed_dot
+from rlx.models.transformer import mixed_dot, transposed
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOSS_AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum")
@@ -36,32 +39,57 @@ def unembedding(model) -> tuple[jax.Array, bool]:
   return model.lm_head.kernel[...], False
 
 
-def _chunk_stats(h_BxCxD, w, vocab_major, target_BxC, temperature, entropy):
-  """(logsumexp, target logit, entropy) of one chunk, all fp32 [B, C]."""
-  f32 = jnp.float32
-  if h_BxCxD.dtype != f32:  # bf16 dots forward and backward, fp32 logits
-    w_DxV = w.T if vocab_major else w
-    logits = mixed_dot(h_BxCxD, w_DxV, h_BxCxD.dtype, f32)
-  elif vocab_major:
-    logits = jnp.einsum("bcd,vd->bcv", h_BxCxD, w, preferred_element_type=f32)
-  else:
-    logits = jnp.einsum("bcd,dv->bcv", h_BxCxD, w, preferred_element_type=f32)
-  if vocab_major:
-    w_rows = jnp.take(w, target_BxC, axis=0)
-  else:
-    w_rows = jnp.take(w, target_BxC, axis=1).transpose(1, 2, 0)
-  target = jnp.einsum(
-    "bcd,bcd->bc", h_BxCxD, w_rows, preferred_element_type=jnp.float32
-  )
-  if temperature != 1.0:
-    logits = logits / temperature
-    target = target / temperature
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  if not entropy:
-    return lse, target, jnp.zeros_like(lse)
-  probs = jnp.exp(logits - lse[..., None])
-  ent = lse - jnp.sum(probs * logits, axis=-1)
-  return lse, target, ent
+def _logits(h_BxCxD, w, vocab_major):
+  """fp32 logits [B, C, V]; bf16 inputs go through the native bf16 dot."""
+  w = w.astype(h_BxCxD.dtype)
+  w_DxV = transposed(w) if vocab_major else w
+  return mixed_dot(h_BxCxD, w_DxV, h_BxCxD.dtype, jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _chunk_logprobs(h_BxCxD, w, target_BxC, vocab_major, temperature, entropy):
+  """(log p(target), entropy) of one chunk, fp32 [B, C]."""
+  return _chunk_logprobs_fwd(
+    h_BxCxD, w, target_BxC, vocab_major, temperature, entropy
+  )[0]
+
+
+def _chunk_logprobs_fwd(h, w, target, vocab_major, temperature, entropy):
+  z = _logits(h, w, vocab_major) / temperature
+  lse = jax.nn.logsumexp(z, axis=-1)
+  logp = jnp.take_along_axis(z, target[..., None], axis=-1)[..., 0] - lse
+  ent = jnp.zeros_like(lse)
+  if entropy:
+    ent = lse - jnp.sum(jnp.exp(z - lse[..., None]) * z, axis=-1)
+  return (logp, ent), (h, w, target, lse, ent)
+
+
+def _chunk_logprobs_bwd(vocab_major, temperature, entropy, res, g):
+  """The logits' gradient in one elementwise pass (softmax, one-hot and
+  entropy terms together: no scatter into the unembedding), recomputing
+  the logits rather than storing them; then its two dots."""
+  h, w, target, lse, ent = res
+  g_logp, g_ent = g
+  z = _logits(h, w, vocab_major) / temperature
+  p = jnp.exp(z - lse[..., None])
+  onehot = jnp.arange(z.shape[-1]) == target[..., None]
+  dz = jnp.where(onehot, g_logp[..., None], 0.0) - g_logp[..., None] * p
+  if entropy:
+    dz = dz - (g_ent[..., None] * p) * (z - lse[..., None] + ent[..., None])
+  dz = (dz / temperature).astype(h.dtype)
+  w_VxD = w.astype(h.dtype)
+  w_VxD = w_VxD if vocab_major else transposed(w_VxD)
+  dh = mixed_dot(dz, w_VxD, h.dtype, jnp.float32)
+  flat = lambda a: a.reshape(-1, a.shape[-1])
+  dz_NxV, h_NxD = flat(dz), flat(h)
+  if vocab_major:  # dw [V, D]
+    dw = jnp.dot(transposed(dz_NxV), h_NxD, preferred_element_type=jnp.float32)
+  else:  # dw [D, V]
+    dw = jnp.dot(transposed(h_NxD), dz_NxV, preferred_element_type=jnp.float32)
+  return dh.astype(h.dtype), dw.astype(w.dtype), None
+
+
+_chunk_logprobs.defvjp(_chunk_logprobs_fwd, _chunk_logprobs_bwd)
 
 
 def logprobs_from_hidden(
@@ -81,13 +109,11 @@ def logprobs_from_hidden(
     when [B, T, V] fits). Chunks are rematerialised in the backward pass.
   """
   B, T, _ = hidden_BxTxD.shape
-  w = w.astype(hidden_BxTxD.dtype)
-  stats = lambda h, t: _chunk_stats(
-    h, w, vocab_major, t, temperature, with_entropy
+  stats = lambda h, t: _chunk_logprobs(
+    h, w, t, vocab_major, temperature, with_entropy
   )
   if chunk_size is None or chunk_size >= T:
-    lse, target, ent = stats(hidden_BxTxD, targets_BxT)
-    return target - lse, ent
+    return stats(hidden_BxTxD, targets_BxT)
   num = -(-T // chunk_size)
   chunk_size = -(-T // num)  # the same number of chunks, least padding
   pad = num * chunk_size - T
@@ -96,10 +122,11 @@ def logprobs_from_hidden(
     targets_BxT = jnp.pad(targets_BxT, ((0, 0), (0, pad)))
   h_NxBxCxD = hidden_BxTxD.reshape(B, num, chunk_size, -1).swapaxes(0, 1)
   t_NxBxC = targets_BxT.reshape(B, num, chunk_size).swapaxes(0, 1)
-  body = jax.checkpoint(lambda _, xs: (None, stats(*xs)))
-  _, (lse, target, ent) = jax.lax.scan(body, None, (h_NxBxCxD, t_NxBxC))
+  _, (logp, ent) = jax.lax.scan(
+    lambda _, xs: (None, stats(*xs)), None, (h_NxBxCxD, t_NxBxC)
+  )
   unchunk = lambda x: x.swapaxes(0, 1).reshape(B, num * chunk_size)[:, :T]
-  return unchunk(target - lse), unchunk(ent)
+  return unchunk(logp), unchunk(ent)
 
 
 def shift_right(x_BxT: jax.Array) -> jax.Array:
