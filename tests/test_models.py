@@ -476,3 +476,43 @@ def test_mixed_dot_is_a_bf16_dot_with_fp32_accumulation_and_grads():
   assert y16.dtype == jnp.bfloat16
   grad_w = jax.grad(lambda w: mixed_dot(x, w, "bfloat16").sum().astype(float))
   assert grad_w(w).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_attention_gradients_match_autodiff_of_the_formula(dtype):
+  """`attention` (its custom VJP below fp32) against JAX's gradient of the
+  textbook formula in fp32 on the same inputs: grouped queries (G = 2),
+  a causal mask with a padded key, more keys than queries (a cache)."""
+  from rlx.models.transformer import attention
+
+  B, K, G, T, S, D = 2, 2, 2, 5, 7, 8
+  ks = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(ks[0], (B, K, G, T, D)).astype(dtype)
+  k, v = (jax.random.normal(kk, (B, K, S, D)).astype(dtype) for kk in ks[1:3])
+  g = jax.random.normal(ks[3], (B, K, G, T, D))
+  mask = jnp.arange(S)[None, None] <= jnp.arange(T)[None, :, None] + S - T
+  mask = mask & (jnp.arange(S) != 1)[None, None]  # a padded key
+  mask = jnp.broadcast_to(mask, (B, T, S))
+
+  def reference(q, k, v):
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k) / np.sqrt(D)
+    scores = jnp.where(mask[:, None, None], scores, -jnp.inf)
+    return jnp.einsum("bkgts,bksd->bkgtd", jax.nn.softmax(scores), v)
+
+  f32 = lambda a: a.astype(jnp.float32)
+  loss = lambda f: lambda q, k, v: jnp.sum(f32(f(q, k, v)) * g)
+  out, want = (
+    reference(f32(q), f32(k), f32(v)),
+    jax.grad(loss(reference), (0, 1, 2))(f32(q), f32(k), f32(v)),
+  )
+  got_out = attention(q, k, v, mask)
+  got = jax.grad(loss(lambda q, k, v: attention(q, k, v, mask)), (0, 1, 2))(
+    q, k, v
+  )
+  tol = 1e-5 if dtype == "float32" else 3e-2
+  assert got_out.dtype == jnp.dtype(dtype)
+  np.testing.assert_allclose(f32(got_out), out, atol=tol, rtol=tol)
+  for a, b in zip(got, want):
+    assert a.dtype == jnp.dtype(dtype)
+    scale = float(jnp.max(jnp.abs(b)))
+    np.testing.assert_allclose(f32(a) / scale, b / scale, atol=tol)
