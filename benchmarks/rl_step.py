@@ -169,27 +169,19 @@ def median_seconds(fn, runs: int) -> float:
 
 
 def matmul_peak(c, rows: int, dtype: str, runs: int = 3, max_m: int = 2048):
-  """FLOP/s of the update's dots alone: each shape's forward, input-gradient
-  and weight-gradient dot timed by itself (M capped at `max_m`, time scaled
-  up in proportion), in fp32 or bf16 inputs with fp32 accumulation."""
+  """FLOP/s of the update's dots alone: for each shape the forward
+  [M, K] x [K, N], input-gradient [M, N] x [N, K] and weight-gradient
+  [K, M] x [M, N] dot timed by itself on row-major operands (the fastest
+  layout: the machine's peak at these sizes), M capped at `max_m` and the
+  time scaled up in proportion; fp32 or bf16 inputs, fp32 accumulation."""
   dt = jnp.bfloat16 if dtype == "bf16" else jnp.float32
-  f32 = jnp.float32
-  dots = [
-    jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=f32)),
-    jax.jit(lambda g, b: jnp.dot(g, b.T, preferred_element_type=f32)),
-    jax.jit(
-      lambda a, g: jax.lax.dot_general(
-        a, g, (((0,), (0,)), ((), ())), preferred_element_type=f32
-      )
-    ),
-  ]
+  dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
   flops = seconds = 0.0
   for count, m, k, n in dot_shapes(c, rows):
     mm = min(m, max_m)
-    a, b, g = (jnp.ones(s, dt) for s in ((mm, k), (k, n), (mm, n)))
-    args = ((a, b), (g, b), (a, g))
-    for f, xs in zip(dots, args):
-      t = median_seconds(lambda f=f, xs=xs: f(*xs).block_until_ready(), runs)
+    for shape in ((mm, k, n), (mm, n, k), (k, mm, n)):
+      a, b = jnp.ones(shape[:2], dt), jnp.ones(shape[1:], dt)
+      t = median_seconds(lambda a=a, b=b: dot(a, b).block_until_ready(), runs)
       seconds += count * t * m / mm
       flops += count * 2 * m * k * n
   return flops / seconds
@@ -435,7 +427,7 @@ def table(rows: list[dict], args, started: str) -> str:
     "times in seconds; host = step - rollout - reward - update; tokens/s = "
     "rows x (prompt + new tokens) / step; GFLOP/s: the update's matmul "
     "FLOPs (forward + backward, all positions) / update time; peak: the "
-    "same dot shapes timed alone in that dtype.",
+    "same dot shapes timed alone in that dtype, row-major operands.",
     "",
     "| setting | dtype | side | compile | step | rollout | reward | update "
     "| host | tokens/s | mean length | update GFLOP/s | peak GFLOP/s "
