@@ -26,3 +26,12 @@ def test_cost_line_names_what_was_measured():
   line = common.cost(dict(wall_s=600.0, cpu_s=1080.0, load_average=3.25))
   assert "wall time 10.0 min at load average 3.2" in line
   assert "CPU time 18.0 min" in line
+
+
+def test_cost_line_says_when_a_run_continued_an_earlier_one():
+  """A rerun into a filled workdir resumes its checkpoints: its wall time
+  is not the run's cost, and the line must say so."""
+  run = dict(wall_s=60.0, cpu_s=60.0, load_average=1.0)
+  assert "continued" not in common.cost(run)
+  assert "continued" not in common.cost(dict(run, continued=False))
+  assert "not counted" in common.cost(dict(run, continued=True))

@@ -126,11 +126,17 @@ class LoadMeter:
 def cost(results: dict) -> str:
   """The run's cost as measured: wall time, the machine's load average
   (other jobs stretch the wall time) and CPU time, which they do not."""
-  return (
+  line = (
     f"wall time {results['wall_s'] / 60:.1f} min at load average "
     f"{results['load_average']:.1f} on {os.cpu_count()} cores; CPU time "
     f"{results['cpu_s'] / 60:.1f} min"
   )
+  if results.get("continued"):
+    line += (
+      "; this invocation continued a workdir an earlier one had filled, "
+      "whose time is not counted"
+    )
+  return line
 
 
 def publish(name: str, text: str, figure: str, cmd: str, results: dict):
@@ -157,6 +163,7 @@ def main(name: str, run, paragraph, figure=None):
   def _main(argv):
     del argv
     workdir = WORKDIR.value
+    continued = os.path.isdir(workdir) and bool(os.listdir(workdir))
     os.makedirs(workdir, exist_ok=True)
     if FROM_RESULTS.value:
       results = read_results(workdir)
@@ -168,6 +175,7 @@ def main(name: str, run, paragraph, figure=None):
       results["wall_s"] = time.perf_counter() - start
       results["cpu_s"] = cpu_seconds() - cpu_start
       results["load_average"] = load.stop()
+      results["continued"] = continued  # resumed checkpoints: cost is partial
       write_results(workdir, results)
     print(paragraph(results))
     print(f"results: {os.path.join(workdir, 'results.json')}, figure: {path}")
