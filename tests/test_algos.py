@@ -174,7 +174,10 @@ def test_grad_accumulation_matches_one_pass(setup):
     )
     state = algos.create_train_state(graphdef, params, algo, mesh)
     b = _prepared(algo, graphdef, state, batch)
-    step = jax.jit(algos.make_update_step(algo, graphdef))
+    # The trainer's path: sharding constraints on the mesh (per-row fields
+    # such as the advantages split into micro-batches too).
+    b = algos.host_local_to_global(b, mesh)
+    step = algos.compile_update_step(algo, graphdef, state, b, mesh)
     _, m = step(state, b, jax.random.key(0))
     results.append(m)
   for k in ("loss", "grad_norm", "kl", "entropy"):

@@ -196,10 +196,10 @@ def make_update_step(algo: Algo, graphdef, mesh: Mesh | None = None):
     spec = PartitionSpec(*([None] * lead), BATCH_AXES)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
-  def split(tree, parts: int, lead: int):
+  def split(tree, parts: int):
     """[n, ...] -> [parts, n // parts, ...], sharded on the second axis."""
     return jax.tree.map(
-      lambda x: constrain(x.reshape(parts, -1, *x.shape[1:]), lead + 1), tree
+      lambda x: constrain(x.reshape(parts, -1, *x.shape[1:]), 1), tree
     )
 
   def loss_fn(trainable, micro, ctx):
@@ -224,9 +224,7 @@ def make_update_step(algo: Algo, graphdef, mesh: Mesh | None = None):
       return acc, (loss, metrics)
 
     zeros = jax.tree.map(jnp.zeros_like, trainable)
-    grads, (loss, metrics) = _scan(
-      micro_step, zeros, split(minibatch, accum, 1)
-    )
+    grads, (loss, metrics) = _scan(micro_step, zeros, split(minibatch, accum))
     return jnp.mean(loss), _reduce_metrics(metrics), grads
 
   def minibatch_step(carry, minibatch, ctx):
@@ -263,7 +261,7 @@ def make_update_step(algo: Algo, graphdef, mesh: Mesh | None = None):
         perm = jax.random.permutation(epoch_key, n)
         data = jax.tree.map(lambda x: jnp.take(x, perm, axis=0), batch)
       step = functools.partial(minibatch_step, ctx=ctx)
-      return _scan(step, carry, split(data, u.num_minibatches, 0))
+      return _scan(step, carry, split(data, u.num_minibatches))
 
     keys = jax.random.split(key, u.num_epochs)
     carry = ((state.params, state.value_head), state.opt_state)
