@@ -2,8 +2,8 @@
 
 The RL learning rate (3e-5, `arithmetic_base`) was measured not to damage
 the SFT model: 50 steps from the default SFT model took held-out greedy
-accuracy from 67.2% to 77.7%, on `carry` from 1.2% to 36.1%, while
-`no_carry` went from 98.8% to 97.7% (`python experiments/lr_sweep.py
+accuracy from 65.2% to 71.1%, on `carry` from 0.0% to 19.3%, while
+`no_carry` went from 96.5% to 96.0% (`python experiments/lr_sweep.py
 --config=experiments/configs/dr_grpo_arithmetic.py --lrs=3e-5 --steps=50`).
 """
 
