@@ -9,6 +9,7 @@ from flax import nnx
 from hf_helpers import make_hf_checkpoint
 
 from rlx import decoding as dec
+from rlx.decoding import step as step_lib
 from rlx.models import init_model, make_mesh, preset, shard_model
 from rlx.models.hf import load_pretrained
 
@@ -351,6 +352,37 @@ def test_cache_plan_segments_give_same_tokens(tiny):
     )
   np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
   assert dec.cache_plan(16, 19, 5) == [(5, 21), (5, 26), (5, 31), (4, 35)]
+
+
+def test_bf16_decode_has_fp32_logits_and_matches_the_full_forward():
+  """A bf16 model decodes with fp32 logits (its bf16 lm_head dot with
+  fp32 output, never rounded to bf16) and, on XLA:CPU, an fp32 KV cache
+  holding the bf16 keys and values; the log-probs of its greedy tokens
+  match the uncached forward pass over prompt + completion."""
+  model = init_model(preset("tiny", init_std=0.3, dtype="bfloat16"), seed=1)
+  graphdef, params = nnx.split(model)
+  bf16, f32 = jnp.bfloat16, jnp.float32
+  h = jax.random.normal(jax.random.key(0), (2, 3, 64)).astype(bf16)
+  w = model.lm_head.kernel[...].astype(bf16)
+  want = jnp.dot(h, w, preferred_element_type=f32)
+  np.testing.assert_array_equal(model.unembed(h), want)
+  assert jnp.any(want.astype(bf16).astype(f32) != want)
+  assert step_lib.cache_dtype(model.config) == f32
+  assert step_lib.unfused(want) is not want
+  np.testing.assert_array_equal(jax.jit(step_lib.unfused)(want), want)
+
+  tokens, mask = dec.pad_prompts(_prompts(2, vocab=256), PAD, buckets=(16,))
+  cfg = dec.SamplingConfig(max_new_tokens=10, temperature=0)
+  out = dec.make_sampler(graphdef, params, cfg)(
+    params, tokens, mask, jax.random.key(0)
+  )
+  full = jnp.concatenate([tokens, out.tokens], axis=1)
+  logits, _ = model(full, jnp.concatenate([mask, out.mask], axis=1))
+  logprobs = jax.nn.log_softmax(logits[:, tokens.shape[1] - 1 : -1], -1)
+  want = jnp.take_along_axis(logprobs, out.tokens[..., None], -1)[..., 0]
+  assert out.mask.sum() > 10
+  err = jnp.abs(out.raw_logprobs - jnp.where(out.mask, want, 0.0))
+  assert float(err.max()) < 0.1 and float(err.mean()) < 0.03  # bf16 noise
 
 
 def test_pad_prompts_and_buckets():

@@ -573,12 +573,14 @@ class Attention(nnx.Module):
         v_cache, v_BxKxTxD.astype(v_cache.dtype), start
       )
     q_BxKxGxTxD = q.reshape(B, T, KV, H // KV, D).transpose(0, 2, 3, 1, 4)
+    # Over a cache, in the cache's dtype (fp32 on XLA:CPU: `cache_dtype`).
+    adt = k_BxKxTxD.dtype if layer_cache is not None else q.dtype
     out = attention(
-      q_BxKxGxTxD,
-      k_BxKxTxD.astype(q.dtype),
-      v_BxKxTxD.astype(q.dtype),
+      q_BxKxGxTxD.astype(adt),
+      k_BxKxTxD.astype(adt),
+      v_BxKxTxD.astype(adt),
       mask_BxTxS,
-    )
+    ).astype(q.dtype)
     out = self.o(out.transpose(0, 3, 1, 2, 4).reshape(B, T, H * D))
     return out, (k_BxKxTxD, v_BxKxTxD)
 
@@ -647,14 +649,15 @@ class Transformer(nnx.Module):
     return self.unembed(hidden), cache
 
   def unembed(self, hidden_BxTxD):
-    """Final hidden states -> fp32 logits."""
+    """Final hidden states -> fp32 logits: inputs in the compute dtype,
+    fp32 accumulation and output (as the update's log-probs), never
+    rounded to bf16."""
     dtype = jnp.dtype(self.config.dtype)
+    h = hidden_BxTxD.astype(dtype)
     if self.lm_head is None:
       w = self.embed[...].astype(dtype)
-      logits = jnp.einsum("btd,vd->btv", hidden_BxTxD.astype(dtype), w)
-    else:
-      logits = self.lm_head(hidden_BxTxD)
-    return logits.astype(jnp.float32)
+      return jnp.einsum("btd,vd->btv", h, w, preferred_element_type=F32)
+    return mixed_dot(h, self.lm_head.kernel[...], dtype, F32)
 
   def trunk(self, tokens_BxT, mask_BxT=None, positions_BxT=None, cache=None):
     """Final-normed hidden states [B, T, D] and the updated cache.
