@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -34,8 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from machine import cpu_name, native_bf16
 
 from rlx import decoding
+from rlx.decoding.step import cache_dtype
 from rlx.models import init_model, preset
 from rlx.models.hf import save_pretrained
 
@@ -73,7 +74,7 @@ def step_bytes(config, rows: int, prompt_len: int, new_tokens: int) -> float:
   weights = (config.num_params - config.vocab_size * config.hidden_size) * size
   if config.tie_embeddings:
     weights += config.vocab_size * config.hidden_size * size
-  cache = jnp.dtype(config.dtype).itemsize
+  cache = cache_dtype(config).itemsize  # fp32 on XLA:CPU
   per_slot = 2 * config.num_layers * config.num_kv_heads * config.head_dim
   mean_len = prompt_len + (new_tokens - 1) / 2
   return weights + rows * per_slot * cache * mean_len
@@ -179,8 +180,8 @@ def main(argv=None):
   tokens, mask = jnp.asarray(tokens_np), jnp.ones((b, pl), jnp.int32)
   device = jax.devices()[0].device_kind if gpu else ""
   lines = [
-    f"Machine: {platform.processor() or platform.machine()}, "
-    f"{os.cpu_count()} cores, load average "
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores, native bf16: "
+    f"{', '.join(native_bf16()) or 'none'}, load average "
     f"{os.getloadavg()[0]:.1f} at start; jax {jax.__version__}, "
     f"backend {jax.default_backend()}{f' ({device})' if gpu else ''}. "
     f"Bandwidth {bw / 1e9:.1f} GB/s ({bw_how}).",
@@ -316,18 +317,19 @@ How to read it:
   `cache_chunk` steps so a step attends over the written slots only (plus
   at most one chunk). Sampling draws one uniform per row (two-level
   inverse CDF) and finds the top-p cut-off by bisection over float bits (a
-  [B, 32000] sort costs ~90 ms on this CPU). Beam search reorders only the
-  cache slots after the prompt.
+  [B, 32000] sort is slow on CPU). Beam search reorders only the cache
+  slots after the prompt.
+- bf16: the weights' dots run on bf16 inputs with fp32 accumulation
+  (native where the machine line names AVX512-BF16 or AMX; elsewhere XLA
+  converts them to fp32 and bf16 is no faster), the logits stay fp32, and
+  on XLA:CPU the KV cache is kept in fp32 with attention over it in fp32
+  (`decoding.step.cache_dtype`: XLA:CPU has no native bf16 batched dot and
+  converted a bf16 cache whole at every step). The roofline counts the
+  bytes of bf16 weights.
 - HF: `transformers` `generate` on torch CPU, same weights via
-  `save_pretrained`; torch single-threaded by default (2 threads was 5-10x
-  slower here: OpenMP spinning against the other load). All runners are
-  timed round-robin, so load from other processes falls on all alike.
-- The machine is a shared 2-core VM; other jobs were running (see the load
-  average), so times and rlx/HF ratios are noisy (+-50% between runs).
-- bf16: XLA:CPU has no native bf16 dot on this AVX2 CPU (alone, a
-  [8,512]x[512,32000] bf16 dot measured ~6x slower than fp32), so bf16
-  decoding here swings between ~27 and ~80 ms/step from run to run and
-  reads half the bytes at best; on GPU/TPU it is the fast path.
+  `save_pretrained`; torch single-threaded unless `--torch_threads` says
+  otherwise. All runners are timed round-robin, so load from other
+  processes falls on all alike; the machine line gives the load average.
 """
 
 

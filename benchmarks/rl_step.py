@@ -39,7 +39,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from machine import cpu_name, native_bf16  # noqa: E402
 from update import median_time, train_flops  # noqa: E402
 
 from experiments.configs.grpo_arithmetic import get_config  # noqa: E402
@@ -69,33 +69,6 @@ SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 
 
 # Machine ----------------------------------------------------------------------
-
-
-def cpu_flags() -> set[str]:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          return set(line.split(":", 1)[1].split())
-  except OSError:
-    pass
-  return set()
-
-
-def native_bf16() -> list[str]:
-  """The CPU's native bf16 matmul features (empty: none)."""
-  return sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def load() -> str:
