@@ -10,8 +10,9 @@ frameworks. Reports compile time, median step time, tokens/s, achieved
 FLOP/s against this machine's measured matmul peak, and the compiled peak
 temporary memory of the log-prob pass at B=8, T=1024, V=151936 with and
 without chunking. When jax runs on a GPU and torch sees one, the torch step
-runs on `cuda` too (bf16 autocast over the whole batch) and the matmul peaks
-are measured at 8192^3.
+runs on `cuda` too and the matmul peaks are measured at 8192^3. torch's bf16
+autocast step runs over the whole batch on a GPU or a CPU with native bf16
+(AVX512-BF16 / AMX); elsewhere one row is timed and scaled to the batch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from machine import native_bf16
 
 from rlx import algos
 from rlx.models import init_model, make_mesh, preset
@@ -78,8 +80,9 @@ def median_time(fn, runs: int) -> float:
 
 
 def matmul_peak(runs: int, n: int = 2048) -> dict:
-  """Square-matmul FLOP/s of each framework (torch bf16 at n=512 on CPU: it
-  is ~50x slower than fp32 on CPUs without AVX512-BF16)."""
+  """Square-matmul FLOP/s of each framework; jax bf16 as the model runs it
+  (bf16 inputs, fp32 accumulation). Torch bf16 at n=512 on CPUs without
+  native bf16, where it is ~50x slower than fp32."""
   import torch
 
   cuda = TORCH_DEVICE == "cuda"
@@ -90,11 +93,11 @@ def matmul_peak(runs: int, n: int = 2048) -> dict:
     ("bf16", jnp.bfloat16, torch.bfloat16),
   ):
     a = jnp.ones((n, n), jdt)
-    f = jax.jit(lambda x: x @ x)
+    f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
     f(a).block_until_ready()
     t = median_time(lambda f=f, a=a: f(a).block_until_ready(), runs + 2)
     out[f"jax_{name}"] = 2 * n**3 / t
-    m = n if name == "fp32" or cuda else 512
+    m = n if name == "fp32" or cuda or native_bf16() else 512
     ta = torch.ones((m, m), dtype=tdt, device=TORCH_DEVICE)
     ta @ ta
     sync()
@@ -285,7 +288,7 @@ def main():
           params_np, config, batch, False, only
         )
     times = interleaved(steps, args.runs)
-    if dt == "bf16" and TORCH_DEVICE == "cuda":
+    if dt == "bf16" and (TORCH_DEVICE == "cuda" or native_bf16()):
       for label, only in (
         ("torch autocast, all logits", False),
         ("torch autocast, completion logits", True),
@@ -293,8 +296,8 @@ def main():
         fn, losses[label] = torch_step(params_np, config, batch, True, only)
         times[label] = median_time(fn, args.runs)
     elif dt == "bf16":
-      # CPU torch bf16 matmuls run at ~1 GFLOP/s without AVX512-BF16: time
-      # one row and scale to the batch.
+      # CPU torch bf16 matmuls run at ~1 GFLOP/s without native bf16
+      # (AVX512-BF16 / AMX): time one row and scale to the batch.
       one = {k: v[:1] for k, v in batch.items()}
       fn, loss = torch_step(params_np, config, one, True, True)
       label = "torch autocast, completion logits (B=1 x 8)"
