@@ -7,8 +7,9 @@ A step is what `run_rl` does each step (`phases.RLStep`: rollout, rewards,
 the update's batch, one GRPO update) and, on the TRL side, one
 `GRPOTrainer` training step (HF `generate` on CPU, the reward, one
 update) from the same weights, prompts and settings. The two sides run
-alternately (a TRL step, then an rlx step, from a TRL callback) so load
-from other processes falls on both alike; each time is the median of the
+alternately (a TRL step, then an rlx step, from a TRL callback, with a
+pause of SETTLE_S before and after each rlx step) so load from other
+processes falls on both alike; each time is the median of the
 steps after the first, whose extra time is reported as compile time.
 
 Settings: `default`, the embedded default (experiments/configs/
@@ -66,6 +67,11 @@ README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
 BEGIN = "<!-- rl_step.py {}: begin (generated; do not edit) -->"
 END = "<!-- rl_step.py {}: end -->"
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
+# Seconds between the two sides' steps, so that neither starts while the
+# other's thread pool still spins (torch's OpenMP threads spin ~200 ms after
+# work; rlx's default-setting update measured 0.28 s alone and 0.40-0.48 s
+# right after a TRL step).
+SETTLE_S = 1.0
 
 
 # Machine ----------------------------------------------------------------------
@@ -299,7 +305,9 @@ def trl_side(rlx: RlxSide, config, dtype, workdir, steps: int, between):
           new_tokens=clock.pop("new_tokens", float("nan")),
         )
       )
+      time.sleep(SETTLE_S)
       between()
+      time.sleep(SETTLE_S)
       self.last = time.perf_counter()
 
   trainer = GRPOTrainer(
@@ -406,7 +414,8 @@ def table(rows: list[dict], args, started: str) -> str:
     f"jax {jax.__version__}, torch {torch.__version__} "
     f"({torch.get_num_threads()} threads), trl {trl_version}; load average "
     f"(1/5/15 min) {args.load_start} at start, {load()} at the end.",
-    f"Median of {args.runs} steps after the first, rlx and TRL alternating; "
+    f"Median of {args.runs} steps after the first, rlx and TRL alternating "
+    f"with {SETTLE_S:.0f} s pauses between; "
     "times in seconds; host = step - rollout - reward - update; tokens/s = "
     "rows x (prompt + new tokens) / step; GFLOP/s: the update's matmul "
     "FLOPs (forward + backward, all positions) / update time; peak: the "
