@@ -26,7 +26,10 @@ caches. Both sides use one character-level tokenizer (a HF
 initial ones), so bench50m's completions run to 128 tokens.
 
 The update's GFLOP/s counts the matmul FLOPs of forward + backward over
-all rows x positions; the peak beside it is this machine's measured
+all rows x positions, the lm_head's over the completion positions only
+(both sides score only the completions: rlx's loop sets the update's
+`prompt_length` to the padded prompt width, TRL passes `logits_to_keep`);
+the peak beside it is this machine's measured
 matmul rate at the update's own dot shapes (the forward, input-gradient
 and weight-gradient dot of every projection and the lm_head; attention
 left out), in fp32 and in bf16 (bf16 inputs, fp32 accumulation). Without
@@ -101,6 +104,18 @@ def make_config(setting: str, dtype: str, quick: bool, tokenizer_dir: str):
     r.max_prompt_len, r.prompt_buckets = 32, (32,)
   if setting == "bench50m_micro":
     c.optimizer.grad_accum_steps = 4
+  if setting in ("bench50m", "bench50m_micro"):
+    # The prompts are padded to 32 tokens: the update scores only the
+    # completions, as TRL does (`logits_to_keep`).
+    options = dict(prompt_length=r.max_prompt_len)
+    if dtype == "bf16":
+      # In bf16 the head is bound by its passes over each chunk's fp32
+      # logits: chunks of 512 rows x positions made the update 12% faster
+      # here than the default's 128 positions (2048 rows); in fp32 they
+      # made it 7% slower (benchmarks/README.md).
+      micro_rows = 64 // c.optimizer.grad_accum_steps
+      options["chunk_size"] = 512 // micro_rows
+    c.algo.options = dict(c.algo.options, **options)
   if quick:
     r.prompts_per_step, r.num_samples, r.max_new_tokens = 2, 4, 8
   return c
@@ -134,8 +149,9 @@ def write_tokenizer(directory: str, texts) -> None:
 # Peak at the update's shapes --------------------------------------------------
 
 
-def dot_shapes(c, rows: int) -> list[tuple[int, int, int, int]]:
-  """(count, M, K, N) of each projection's dot in one forward pass."""
+def dot_shapes(c, rows: int, head_rows: int) -> list[tuple[int, int, int, int]]:
+  """(count, M, K, N) of each projection's dot in one forward pass; the
+  lm_head's over the `head_rows` completion positions."""
   q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
   d, i, L = c.hidden_size, c.intermediate_size, c.num_layers
   return [
@@ -144,7 +160,7 @@ def dot_shapes(c, rows: int) -> list[tuple[int, int, int, int]]:
     (L, rows, q, d),
     (2 * L, rows, d, i),
     (L, rows, i, d),
-    (1, rows, d, c.vocab_size),
+    (1, head_rows, d, c.vocab_size),
   ]
 
 
@@ -154,7 +170,9 @@ def median_seconds(fn, runs: int) -> float:
   return median_time(fn, runs)
 
 
-def matmul_peak(c, rows: int, dtype: str, runs: int = 3, max_m: int = 2048):
+def matmul_peak(
+  c, rows: int, head_rows: int, dtype: str, runs: int = 3, max_m: int = 2048
+):
   """FLOP/s of the update's dots alone: for each shape the forward
   [M, K] x [K, N], input-gradient [M, N] x [N, K] and weight-gradient
   [K, M] x [M, N] dot timed by itself on row-major operands (the fastest
@@ -163,7 +181,7 @@ def matmul_peak(c, rows: int, dtype: str, runs: int = 3, max_m: int = 2048):
   dt = jnp.bfloat16 if dtype == "bf16" else jnp.float32
   dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
   flops = seconds = 0.0
-  for count, m, k, n in dot_shapes(c, rows):
+  for count, m, k, n in dot_shapes(c, rows, head_rows):
     mm = min(m, max_m)
     for shape in ((mm, k, n), (mm, n, k), (k, mm, n)):
       a, b = jnp.ones(shape[:2], dt), jnp.ones(shape[1:], dt)
@@ -365,9 +383,14 @@ def run_setting(setting, dtype, args, workdir) -> list[dict]:
   rows = r.prompts_per_step * r.num_samples
   length = rlx.trainer.prompt_len + r.max_new_tokens
   mc = rlx.trainer.model.config
+  # Both sides score only the completions (rlx's `prompt_length`, TRL's
+  # `logits_to_keep`): the lm_head's FLOPs over the prompt are not counted.
+  head_rows = rows * r.max_new_tokens
+  prompt_head = 3 * 2 * rows * rlx.trainer.prompt_len * mc.hidden_size
   flops = train_flops(mc, rows * length, length)
+  flops -= prompt_head * mc.vocab_size
   peak = matmul_peak(
-    mc, rows * length, dtype, max_m=512 if args.quick else 2048
+    mc, rows * length, head_rows, dtype, max_m=512 if args.quick else 2048
   )
   out = []
   for side, records in sides.items():
@@ -418,7 +441,8 @@ def table(rows: list[dict], args, started: str) -> str:
     f"with {SETTLE_S:.0f} s pauses between; "
     "times in seconds; host = step - rollout - reward - update; tokens/s = "
     "rows x (prompt + new tokens) / step; GFLOP/s: the update's matmul "
-    "FLOPs (forward + backward, all positions) / update time; peak: the "
+    "FLOPs (forward + backward, all positions; the lm_head's over the "
+    "completions, which both sides score alone) / update time; peak: the "
     "same dot shapes timed alone in that dtype, row-major operands.",
     "",
     "| setting | dtype | side | compile | step | rollout | reward | update "

@@ -292,3 +292,32 @@ def test_schedule():
     [0, 0.5, 1, 0.5, 0],
     atol=1e-6,
   )
+
+
+def test_prompt_length_gives_the_update_of_all_positions(setup):
+  """Skipping the prompt's log-probs (`prompt_length` = the prompt width)
+  changes nothing; one position more drops a completion token."""
+  graphdef, params, mesh, batch = setup
+
+  def update(prompt_length):
+    algo = algos.make(
+      "grpo",
+      optimizer=algos.OptimizerConfig(learning_rate=3e-3),
+      prompt_length=prompt_length,
+    )
+    state = algos.create_train_state(graphdef, params, algo, mesh)
+    prepared = _prepared(algo, graphdef, state, batch)
+    step = algos.compile_update_step(algo, graphdef, state, prepared, mesh)
+    state, metrics = step(state, prepared, jax.random.key(0))
+    return jax.tree.leaves(state.params), float(metrics["loss"])
+
+  full, loss_full = update(0)
+  skip, loss_skip = update(P)
+  _, loss_over = update(P + 1)
+  largest = lambda xs, ys: max(
+    float(jnp.max(jnp.abs(x - y))) for x, y in zip(xs, ys)
+  )
+  assert largest(full, skip) < 1e-6
+  assert loss_skip == pytest.approx(loss_full, rel=1e-5)
+  assert largest(full, jax.tree.leaves(params)) > 1e-4  # the update moved
+  assert abs(loss_over - loss_full) > 1e-4

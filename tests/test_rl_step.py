@@ -16,7 +16,7 @@ from jax._src.array import ArrayImpl
 
 from experiments.configs.grpo_arithmetic import get_config
 from rlx import algos
-from rlx.train.config import make_algo
+from rlx.train.config import ConfigError, make_algo
 from rlx.train.phases import RLStep
 from rlx.train.trainer import Trainer
 
@@ -88,7 +88,14 @@ def setup(tmp_path_factory):
   for name, fn in jitted.items():
     setattr(step, name, guarded(fn, calls[name]))
   # The state is donated: each test takes it from here and puts it back.
-  return dict(step=step, state=state, batch=batch, jitted=jitted, calls=calls)
+  return dict(
+    step=step,
+    state=state,
+    batch=batch,
+    jitted=jitted,
+    calls=calls,
+    trainer=trainer,
+  )
 
 
 def test_second_step_compiles_nothing_and_transfers_nothing(setup):
@@ -121,3 +128,15 @@ def test_the_checks_fire(setup):
   # A host callback shows in the program's text.
   f = jax.jit(lambda x: jax.debug.callback(print, x))
   assert "callback" in f.lower(x).as_text()
+
+
+def test_prompt_length_past_the_padded_prompt_is_a_config_error(setup):
+  """Every rollout pads its prompts to `trainer.prompt_len`: the update may
+  skip that many positions and no more."""
+  trainer = setup["trainer"]
+  width = trainer.prompt_len
+  assert width > 0
+  with pytest.raises(ConfigError, match=f"prompt_length={width + 1}.*{width}"):
+    RLStep(trainer, algos.make("grpo", prompt_length=width + 1), 1)
+  step = RLStep(trainer, algos.make("grpo", prompt_length=width), 1)
+  assert step.algo.update.prompt_length == width

@@ -55,6 +55,11 @@ def _chunk_logprobs(h_BxCxD, w, target_BxC, vocab_major, temperature, entropy):
 
 
 def _chunk_logprobs_fwd(h, w, target, vocab_major, temperature, entropy):
+  # Under `symbolic_zeros` the differentiated arguments arrive wrapped.
+  h, w, target = (
+    a.value if isinstance(a, jax.custom_derivatives.CustomVJPPrimal) else a
+    for a in (h, w, target)
+  )
   z = _logits(h, w, vocab_major) / temperature
   lse = jax.nn.logsumexp(z, axis=-1)
   logp = jnp.take_along_axis(z, target[..., None], axis=-1)[..., 0] - lse
@@ -67,14 +72,21 @@ def _chunk_logprobs_fwd(h, w, target, vocab_major, temperature, entropy):
 def _chunk_logprobs_bwd(vocab_major, temperature, entropy, res, g):
   """The logits' gradient in one elementwise pass (softmax, one-hot and
   entropy terms together: no scatter into the unembedding), recomputing
-  the logits rather than storing them; then its two dots."""
+  the logits rather than storing them; then its two dots. The entropy
+  term is left out when the entropy's cotangent is a symbolic zero (the
+  entropy only logged), which leaves the gradient bitwise the same."""
   h, w, target, lse, ent = res
-  g_logp, g_ent = g
+  g_logp, g_ent = (
+    None if isinstance(x, jax.custom_derivatives.SymbolicZero) else x for x in g
+  )
   z = _logits(h, w, vocab_major) / temperature
   p = jnp.exp(z - lse[..., None])
-  onehot = jnp.arange(z.shape[-1]) == target[..., None]
-  dz = jnp.where(onehot, g_logp[..., None], 0.0) - g_logp[..., None] * p
-  if entropy:
+  if g_logp is None:
+    dz = jnp.zeros_like(z)
+  else:
+    onehot = jnp.arange(z.shape[-1]) == target[..., None]
+    dz = jnp.where(onehot, g_logp[..., None], 0.0) - g_logp[..., None] * p
+  if entropy and g_ent is not None:
     dz = dz - (g_ent[..., None] * p) * (z - lse[..., None] + ent[..., None])
   dz = (dz / temperature).astype(h.dtype)
   w_VxD = w.astype(h.dtype)
@@ -89,7 +101,9 @@ def _chunk_logprobs_bwd(vocab_major, temperature, entropy, res, g):
   return dh.astype(h.dtype), dw.astype(w.dtype), None
 
 
-_chunk_logprobs.defvjp(_chunk_logprobs_fwd, _chunk_logprobs_bwd)
+_chunk_logprobs.defvjp(
+  _chunk_logprobs_fwd, _chunk_logprobs_bwd, symbolic_zeros=True
+)
 
 
 def logprobs_from_hidden(

@@ -52,6 +52,9 @@ class UpdateConfig:
   prompt_length: static number of leading positions that are never
     completion tokens (the padded prompt of a rollout batch); their
     log-probs are not computed. Leave 0 when prompts vary in place (SFT).
+    The RL loop pads every prompt to one width (`Trainer.prompt_len`) and
+    accepts up to that: set it there to score only the completions, as
+    TRL's `logits_to_keep` does (bench50m's fp32 update 15% faster).
   log_entropy: compute the policy entropy for metrics even when the loss
     does not need it.
   """

@@ -344,13 +344,22 @@ class RLStep:
 
   def __init__(self, trainer: Trainer, algo, updates: int):
     config = trainer.config
+    u = algo.update
+    if u.prompt_length > trainer.prompt_len:
+      raise ConfigError(
+        f"config.algo.options.prompt_length={u.prompt_length}: must be at "
+        f"most the rollout's padded prompt width, {trainer.prompt_len} "
+        "tokens here (completions start there; positions before "
+        "prompt_length are not scored)"
+      )
     self.trainer, self.algo, self.update = trainer, algo, None
-    graphdef, u, G = trainer.graphdef, algo.update, trainer.G
+    graphdef, G = trainer.graphdef, trainer.G
     logprobs = functools.partial(
       algos.token_logprobs,
       graphdef,
       chunk_size=u.chunk_size,
       temperature=u.temperature,
+      prompt_length=u.prompt_length,
     )
     # One on-policy GRPO update needs no old log-prob pass: its ratio is 1.
     grpo = isinstance(algo.config, algos.GRPOConfig)
