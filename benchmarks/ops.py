@@ -5,8 +5,9 @@
 Each row times one jitted op alone (median of `--runs` after a compile
 call), at bench50m's MLP shape over 16 x 160 tokens and its head over 16 x
 128 completion positions: the dot layouts XLA:CPU runs fast or slow, rlx's
-weight-gradient and transpose choices against JAX's defaults, and rlx's
-attention and log-prob VJPs against JAX's gradient of the same formula.
+weight-gradient and transpose choices against JAX's defaults, rlx's
+attention and log-prob VJPs against JAX's gradient of the same formula, and
+the log-prob head's chunk size (also at Qwen2.5-0.5B's head).
 """
 
 from __future__ import annotations
@@ -112,33 +113,88 @@ def vjp_rows():
   t = jax.random.randint(k[5], (B, 128), 0, V)
   grad = lambda f, n: jax.grad(lambda *a: jnp.sum(f(*a).astype(F32)), n)
   ours_lp = lambda h, w, t: losses.logprobs_from_hidden(h, w, False, t)[0]
+
+  def chunked(dtype, chunk):
+    """The update's case: entropy computed for the metrics, not in the loss."""
+
+    def f(h, w, t):
+      lp, ent = losses.logprobs_from_hidden(
+        h.astype(dtype), w, False, t, chunk_size=chunk, with_entropy=True
+      )
+      return jnp.sum(lp), ent
+
+    return jax.grad(f, (0, 1), has_aux=True)
+
   attn_flops = 3 * 4 * B * H * T * T * D
   head_flops = 3 * 2 * B * 128 * K * V
+  return (
+    [
+      (
+        "bf16 attention fwd+bwd, JAX's gradient",
+        grad(lambda q, k, v: formula_attention(q, k, v, mask), (0, 1, 2)),
+        (q, kk, vv),
+        attn_flops,
+      ),
+      (
+        "bf16 attention fwd+bwd, rlx VJP",
+        grad(lambda q, k, v: attention(q, k, v, mask), (0, 1, 2)),
+        (q, kk, vv),
+        attn_flops,
+      ),
+      (
+        "fp32 log-prob head fwd+bwd, JAX's gradient",
+        grad(formula_logprobs, (0, 1)),
+        (h, w, t),
+        head_flops,
+      ),
+      (
+        "fp32 log-prob head fwd+bwd, rlx VJP",
+        grad(ours_lp, (0, 1)),
+        (h, w, t),
+        head_flops,
+      ),
+    ]
+    + [
+      (
+        f"{name} log-prob head fwd+bwd, rlx VJP, entropy logged, "
+        f"chunks of {B * chunk} rows",
+        chunked(dtype, chunk),
+        (h, w, t),
+        head_flops,
+      )
+      for name, dtype in (("fp32", F32), ("bf16", BF16))
+      for chunk in (128, 32)
+    ]
+    + qwen_head_rows()
+  )
+
+
+def qwen_head_rows():
+  """bf16 head rows at Qwen2.5-0.5B's head (d 896, 151,936 tokens) over 8
+  x 128 positions: where 512-row chunks do not pay."""
+  b, c, d, v = 8, 128, 896, 151936
+  k = jax.random.split(jax.random.key(2), 3)
+  h = jax.random.normal(k[0], (b, c, d)).astype(BF16)
+  w = jax.random.normal(k[1], (d, v)) * 0.02
+  t = jax.random.randint(k[2], (b, c), 0, v)
+
+  def grad(chunk):
+    def f(h, w):
+      lp, ent = losses.logprobs_from_hidden(
+        h, w, False, t, chunk_size=chunk, with_entropy=True
+      )
+      return jnp.sum(lp), ent
+
+    return jax.grad(f, (0, 1), has_aux=True)
+
   return [
     (
-      "bf16 attention fwd+bwd, JAX's gradient",
-      grad(lambda q, k, v: formula_attention(q, k, v, mask), (0, 1, 2)),
-      (q, kk, vv),
-      attn_flops,
-    ),
-    (
-      "bf16 attention fwd+bwd, rlx VJP",
-      grad(lambda q, k, v: attention(q, k, v, mask), (0, 1, 2)),
-      (q, kk, vv),
-      attn_flops,
-    ),
-    (
-      "fp32 log-prob head fwd+bwd, JAX's gradient",
-      grad(formula_logprobs, (0, 1)),
-      (h, w, t),
-      head_flops,
-    ),
-    (
-      "fp32 log-prob head fwd+bwd, rlx VJP",
-      grad(ours_lp, (0, 1)),
-      (h, w, t),
-      head_flops,
-    ),
+      f"bf16 log-prob head fwd+bwd at d 896, V 151936, chunks of {b * n} rows",
+      grad(n),
+      (h, w),
+      3 * 2 * b * c * d * v,
+    )
+    for n in (128, 64)
   ]
 
 

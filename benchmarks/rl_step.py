@@ -16,7 +16,9 @@ Settings: `default`, the embedded default (experiments/configs/
 grpo_arithmetic.py: the tiny model, 16 prompts x 8 samples, 32 new tokens)
 and `bench50m` (preset('bench50m') with a 32000-token vocabulary, 8
 prompts x 8 samples, 32-token prompts, 128 new tokens, GRPO, beta 0, one
-update per batch); `bench50m_micro` is bench50m with the update's
+update per batch, the update scoring only the completions as TRL does:
+`prompt_length` 32, and in bf16 log-prob chunks of 512 rows x
+positions); `bench50m_micro` is bench50m with the update's
 gradient taken over 4 micro-batches of 16 rows (rlx
 `optimizer.grad_accum_steps`, TRL `gradient_accumulation_steps` and
 `steps_per_generation`): still one generation of 64 completions and one

@@ -53,8 +53,9 @@ class UpdateConfig:
     completion tokens (the padded prompt of a rollout batch); their
     log-probs are not computed. Leave 0 when prompts vary in place (SFT).
     The RL loop pads every prompt to one width (`Trainer.prompt_len`) and
-    accepts up to that: set it there to score only the completions, as
-    TRL's `logits_to_keep` does (bench50m's fp32 update 15% faster).
+    accepts up to that: set it to that width to score only the
+    completions, as TRL's `logits_to_keep` does (bench50m_micro's fp32
+    update 14% faster, benchmarks/README.md).
   log_entropy: compute the policy entropy for metrics even when the loss
     does not need it.
   """
