@@ -29,7 +29,7 @@ initial ones), so bench50m's completions run to 128 tokens.
 
 The update's GFLOP/s counts the matmul FLOPs of forward + backward over
 all rows x positions, the lm_head's over the completion positions only
-(both sides score only the completions: rlx's loop sets the update's
+(both sides score only the completions: the bench50m settings set rlx's
 `prompt_length` to the padded prompt width, TRL passes `logits_to_keep`);
 the peak beside it is this machine's measured
 matmul rate at the update's own dot shapes (the forward, input-gradient
@@ -112,9 +112,9 @@ def make_config(setting: str, dtype: str, quick: bool, tokenizer_dir: str):
     options = dict(prompt_length=r.max_prompt_len)
     if dtype == "bf16":
       # In bf16 the head is bound by its passes over each chunk's fp32
-      # logits: chunks of 512 rows x positions made the update 12% faster
-      # here than the default's 128 positions (2048 rows); in fp32 they
-      # made it 7% slower (benchmarks/README.md).
+      # logits: chunks of 512 rows x positions run bench50m's head 1.19x
+      # faster than the default's 2048 rows; in fp32 1.16x slower, and at
+      # Qwen2.5-0.5B's head 1.27x slower (benchmarks/ops.py).
       micro_rows = 64 // c.optimizer.grad_accum_steps
       options["chunk_size"] = 512 // micro_rows
     c.algo.options = dict(c.algo.options, **options)
